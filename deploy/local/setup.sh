@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# One-command, idempotent setup for a fresh machine (called by `make setup`).
+#
+# Creates .venv, installs torch (CPU build), the project with its dev extras, checks Java
+# and installs Horovod 0.28.1 built from its sdist with Gloo + PyTorch. The Horovod wheel
+# is cached outside the repo, keyed by Horovod, torch and Python versions, so later setups
+# (and later clones) reuse it. A second run with nothing changed finishes in seconds.
+#
+# Environment:
+#   PYTHON            interpreter to build the venv from (default: python3)
+#   VENV              venv path (default: .venv)
+#   PIPELINE_CACHE    wheel cache (default: ~/.cache/pipeline)
+#   TORCH_VERSION     torch to install when none is present (default: 2.13.0)
+set -euo pipefail
+
+cd "$(dirname "$0")/../.."
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+CACHE=${PIPELINE_CACHE:-$HOME/.cache/pipeline}
+TORCH_VERSION=${TORCH_VERSION:-2.13.0}
+HOROVOD_VERSION=0.28.1
+STAMP="$VENV/.setup-stamp"
+
+say() { printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
+
+java_major() {
+    # `java -version` prints e.g. 'openjdk version "17.0.15"' or '"1.8.0_392"' on stderr.
+    local v
+    v=$(java -version 2>&1 | awk -F'"' '/version/ {print $2; exit}')
+    v=${v#1.}
+    echo "${v%%.*}"
+}
+
+check_java() {
+    if command -v java >/dev/null 2>&1 && [ "$(java_major)" -ge 17 ] 2>/dev/null; then
+        return
+    fi
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "Java >= 17 missing: installing openjdk-17-jre-headless with apt-get"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless
+        [ "$(java_major)" -ge 17 ] || die "java is still older than 17 after installing openjdk-17"
+    else
+        die "Spark needs Java >= 17 on PATH (found: $(java -version 2>&1 | head -1 || echo none)). Install a JDK/JRE 17+ (e.g. 'sudo apt-get install openjdk-17-jre-headless') or set JAVA_HOME, then rerun 'make setup'."
+    fi
+}
+
+setup_inputs_hash() {
+    cat pyproject.toml deploy/local/setup.sh | sha256sum | cut -c1-16
+}
+
+up_to_date() {
+    [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(setup_inputs_hash)" ] \
+        && "$VENV/bin/python" -c 'import horovod.torch, pipeline' >/dev/null 2>&1
+}
+
+check_java
+if up_to_date; then
+    say "up to date ($VENV)"
+    exit 0
+fi
+
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
+    || die "Python >= 3.10 needed; $PYTHON is $("$PYTHON" --version 2>&1)"
+if [ ! -x "$VENV/bin/python" ]; then
+    say "creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+PY="$(cd "$VENV" && pwd)/bin/python"
+PIP=("$PY" -m pip install --disable-pip-version-check -q)
+
+if ! "$PY" -c 'import torch' >/dev/null 2>&1; then
+    say "installing torch==$TORCH_VERSION (CPU build)"
+    "${PIP[@]}" "torch==$TORCH_VERSION"
+fi
+say "installing the project and its dependencies"
+"${PIP[@]}" -e '.[dev]'
+
+install_horovod() {
+    local torch_v py_v key wheel_dir wheel build
+    torch_v=$("$PY" -c 'import torch; print(torch.__version__.split("+")[0])')
+    py_v=$("$PY" -c 'import sys; print(f"cp{sys.version_info.major}{sys.version_info.minor}")')
+    key="horovod-$HOROVOD_VERSION-torch$torch_v-$py_v-$(uname -m)"
+    wheel_dir="$CACHE/wheels/$key"
+    wheel=$(ls "$wheel_dir"/horovod-*.whl 2>/dev/null | head -1 || true)
+    if [ -z "$wheel" ]; then
+        say "building Horovod $HOROVOD_VERSION for torch $torch_v (several minutes; cached in $wheel_dir)"
+        build=$(mktemp -d)
+        "$PY" -m pip download --disable-pip-version-check -q --no-binary :all: --no-deps \
+            -d "$build" "horovod==$HOROVOD_VERSION"
+        tar -xzf "$build"/horovod-"$HOROVOD_VERSION".tar.gz -C "$build"
+        local src="$build/horovod-$HOROVOD_VERSION" f
+        # Horovod 0.28.1 asks for C++14; PyTorch >= 2.1 headers need C++17. Upstream fixed
+        # this after the last release, so patch it here and fail if the line moved.
+        for f in CMakeLists.txt horovod/torch/CMakeLists.txt; do
+            grep -q 'set(CMAKE_CXX_STANDARD 14)' "$src/$f" \
+                || die "Horovod patch: 'set(CMAKE_CXX_STANDARD 14)' not found in $f"
+            sed -i 's/set(CMAKE_CXX_STANDARD 14)/set(CMAKE_CXX_STANDARD 17)/' "$src/$f"
+        done
+        "${PIP[@]}" cmake 'setuptools<81' wheel
+        mkdir -p "$wheel_dir"
+        (cd "$src" && HOROVOD_WITH_PYTORCH=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
+            HOROVOD_WITHOUT_TENSORFLOW=1 HOROVOD_WITHOUT_MXNET=1 CMAKE_POLICY_VERSION_MINIMUM=3.5 \
+            MAKEFLAGS="-j$(nproc)" "$PY" -m pip wheel --disable-pip-version-check -v \
+            --no-build-isolation --no-deps -w "$build/out" . ) >"$build/build.log" 2>&1 \
+            || { tail -n 60 "$build/build.log" >&2; die "Horovod build failed (last lines of $build/build.log above)"; }
+        mv "$build"/out/horovod-*.whl "$wheel_dir"/
+        rm -rf "$build"
+        wheel=$(ls "$wheel_dir"/horovod-*.whl | head -1)
+    else
+        say "using cached Horovod wheel $wheel"
+    fi
+    "${PIP[@]}" --no-deps --force-reinstall "$wheel"
+}
+
+if ! "$PY" -c 'import horovod.torch' >/dev/null 2>&1; then
+    install_horovod
+fi
+
+check=$("$VENV/bin/horovodrun" --check-build 2>&1) || die "horovodrun --check-build failed: $check"
+for need in PyTorch Gloo; do
+    grep -qE "\[X\] $need" <<<"$check" || die "Horovod was built without $need:
+$check"
+done
+say "Horovod built with PyTorch and Gloo"
+setup_inputs_hash >"$STAMP"
+say "done ($VENV). Try: make run"

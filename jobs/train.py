@@ -1,0 +1,29 @@
+"""Training entry point that every rank runs (no launcher of its own).
+
+    horovodrun -np 2 -H localhost:2 --gloo python jobs/train.py --config conf/digits_cnn.yaml
+    python jobs/train.py --config conf/digits_cnn.yaml          # one process
+    sbatch / MPIJob / mpirun: the same command per rank
+
+Rank 0 prints the run directory as its last line.
+"""
+import argparse
+import sys
+
+from pipeline.config import load_config
+from pipeline.train.worker import train_rank
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    result = train_rank(cfg)
+    if result["is_root"]:
+        print(result["run_dir"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

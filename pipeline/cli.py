@@ -1,0 +1,164 @@
+"""``python -m pipeline <command>``: doctor, prepare, train, run, inspect.
+
+``prepare`` prints the published version directory on its last line; ``train`` and
+``run`` print the run directory on theirs, so scripts can take ``| tail -1``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from pipeline.config import Config, ConfigError, load_config
+
+log = logging.getLogger("pipeline")
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="experiment YAML, e.g. conf/digits_cnn.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=3")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("doctor", help="print versions of every piece and what is missing")
+    p = sub.add_parser("prepare", help="Spark: raw data -> validated, sharded, published dataset version")
+    _config_args(p)
+    p = sub.add_parser("train", help="train on N Horovod ranks (or one process)")
+    _config_args(p)
+    p.add_argument("--np", type=int, default=1, help="number of ranks (default 1: train in this process)")
+    p.add_argument("--launcher", choices=("local", "spark"), default="local")
+    p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    p = sub.add_parser("run", help="prepare -> train -> report")
+    _config_args(p)
+    p.add_argument("--np", type=int, default=2, help="number of training ranks (default 2)")
+    p = sub.add_parser("inspect", help="summarise a dataset version or a run directory")
+    p.add_argument("path")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 -- the user sees one clear line, not a traceback
+        if not _is_user_error(err):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+def _is_user_error(err: Exception) -> bool:
+    """Errors whose message already says what to fix (ours), as opposed to bugs."""
+    from pipeline.data import ShardError, ShareError
+    from pipeline.dist import DisagreementError
+    from pipeline.launch.horovod import LaunchError
+    from pipeline.manifest import ManifestError
+    from pipeline.models import ModelError
+    from pipeline.schema import SchemaError
+    from pipeline.train.run_dir import RunDirError
+
+    ours = (ShardError, ShareError, DisagreementError, LaunchError, ManifestError, ModelError, SchemaError, RunDirError)
+    if isinstance(err, ours):
+        return True
+    try:
+        from pipeline.prep import PrepareError
+        from pipeline.prep.sources import SourceError
+    except ImportError:
+        return False
+    return isinstance(err, (PrepareError, SourceError))
+
+
+def cmd_doctor(args) -> int:
+    from pipeline.doctor import report
+
+    lines, problems = report()
+    print("\n".join(lines))
+    if problems:
+        print("\nproblems:\n" + "\n".join(f"  - {p}" for p in problems))
+        return 1
+    print("\nall pieces present")
+    return 0
+
+
+def run_prepare(cfg: Config) -> Path:
+    """Prepare in a Spark session that is stopped afterwards; returns the version dir."""
+    from pipeline.prep import prepare
+    from pipeline.prep.session import get_session
+
+    spark = get_session(f"prepare:{cfg.name}")
+    try:
+        result = prepare(cfg, spark)
+    finally:
+        spark.stop()
+    m = result.manifest
+    state = "published" if result.published else "unchanged, nothing published"
+    print(
+        f"prepare: {state}: {m['input_rows']} input rows, {m['rejected']['rows']} rejected, "
+        + ", ".join(f"{s} {v['rows']}" for s, v in m["splits"].items())
+    )
+    return result.version_dir
+
+
+def cmd_prepare(args) -> int:
+    cfg = load_config(args.config, args.overrides)
+    print(run_prepare(cfg))
+    return 0
+
+
+def run_train(cfg: Config, np: int, launcher: str = "local") -> dict:
+    """Train on ``np`` ranks with the chosen launcher; returns rank 0's result."""
+    if np < 1:
+        raise ConfigError(f"--np must be >= 1, got {np}")
+    if launcher == "spark":
+        raise ConfigError("--launcher spark is not implemented yet; use --launcher local (horovod.run on this machine)")
+    if np == 1:
+        from pipeline.train.worker import train_rank
+
+        return train_rank(cfg)
+    if cfg.dist.engine != "horovod":
+        raise ConfigError(f"--np {np} needs dist.engine=horovod (got {cfg.dist.engine!r}); use --np 1 for engine single")
+    from pipeline.launch.horovod import run_local
+
+    return run_local(cfg, np)
+
+
+def cmd_train(args) -> int:
+    if args.resume:
+        raise ConfigError("--resume is not implemented yet: start a new run (checkpoints/last.pt is written each epoch)")
+    cfg = load_config(args.config, args.overrides)
+    result = run_train(cfg, args.np, args.launcher)
+    print(result["run_dir"])
+    return 0
+
+
+def cmd_run(args) -> int:
+    cfg = load_config(args.config, args.overrides)
+    version_dir = run_prepare(cfg)
+    result = run_train(cfg, args.np)
+    r = result["report"]
+    print(
+        f"\nsummary: {cfg.name}: {r['model']} trained by {r['world_size']} {r['engine']} rank(s) for {r['epochs']} epochs "
+        f"on {version_dir}\n"
+        f"  test accuracy {r['test_accuracy']:.4f} ({r['test_samples']} rows), val accuracy {r['val_accuracy']:.4f}, "
+        f"{r['train_samples_per_sec']:.0f} train samples/s"
+    )
+    print(result["run_dir"])
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from pipeline.inspect import describe
+
+    print(describe(Path(args.path)))
+    return 0
+
+
+COMMANDS = {"doctor": cmd_doctor, "prepare": cmd_prepare, "train": cmd_train, "run": cmd_run, "inspect": cmd_inspect}
+

@@ -1,0 +1,347 @@
+"""Typed experiment configs: YAML files in conf/ merged onto dataclass defaults.
+
+Every component reads its own section (``data``, ``model``, ``train``, ``dist``, ``run``).
+Runtime facts (rank, world size, readers) are never stored here: they are passed as
+arguments. Unknown keys, wrong types and invalid choices are errors that name the key and
+what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional
+
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message says which key and why."""
+
+
+@dataclass
+class SourceConfig:
+    """Where raw rows come from.
+
+    Args:
+        type: csv | json | parquet | images | ucr | synthetic.
+        path: input file or directory (local path or URI Spark can read).
+        header: csv only: the first line names the columns; otherwise they are c0..cN-1.
+        label: name of the label column.
+        classes: the declared label set, in class-index order; rows with other labels are
+            rejected. None: the sorted distinct labels of the train split.
+        key: columns that identify a row for the split hash; None uses the whole row.
+    """
+
+    type: str = "csv"
+    path: Optional[str] = None
+    header: bool = False
+    label: str = "label"
+    classes: Optional[List[str]] = None
+    key: Optional[List[str]] = None
+
+
+@dataclass
+class TensorConfig:
+    """Numeric columns that together form one fixed-shape tensor (e.g. an image).
+
+    Args:
+        name: feature name in the manifest and in batches.
+        columns: source columns in row-major order; None takes every column except the
+            label and the key, in file order.
+        shape: tensor shape, e.g. [1, 8, 8] for an 8x8 grey image (C, H, W).
+        min: smallest valid value (inclusive).
+        max: largest valid value (inclusive).
+        dtype: storage dtype on disk (uint8 for images).
+    """
+
+    name: str = "image"
+    columns: Optional[List[str]] = None
+    shape: List[int] = field(default_factory=list)
+    min: float = 0.0
+    max: float = 255.0
+    dtype: str = "uint8"
+
+
+@dataclass
+class SplitConfig:
+    """Fractions of rows per split, chosen by a stable hash of the row key."""
+
+    train: float = 0.8
+    val: float = 0.1
+    test: float = 0.1
+    salt: int = 0
+
+
+@dataclass
+class ShardConfig:
+    """Shape of the written Parquet shards."""
+
+    rows_per_shard: int = 100_000
+    row_group_rows: int = 8192
+    compression: str = "zstd"
+
+
+@dataclass
+class RejectConfig:
+    """What to do with rows that fail validation.
+
+    Args:
+        max_fraction: largest tolerated fraction of rejected input rows.
+        action: fail (publish nothing) or quarantine (publish, keep rejects) when exceeded.
+    """
+
+    max_fraction: float = 0.05
+    action: str = "fail"
+
+
+@dataclass
+class ReaderConfig:
+    """How ranks stream shards.
+
+    Args:
+        remainder: drop the last partial global batch, or pad it by wrapping around.
+        shuffle_buffer: rows shuffled together within a rank's share.
+        prefetch: row groups decoded ahead by the background thread.
+        verify: check each shard's sha256 before reading.
+    """
+
+    remainder: str = "drop"
+    shuffle_buffer: int = 4096
+    prefetch: int = 4
+    verify: bool = False
+
+
+@dataclass
+class DataConfig:
+    """Dataset: source, validation, split, shards, and the reader that streams it.
+
+    Args:
+        name: dataset name; versions live in ``<root>/<name>/v-<fingerprint>/``. None: the
+            experiment name.
+        version: the version directory training reads (e.g. ``v-24bc2089afba38aa``); None:
+            the one LATEST names.
+    """
+
+    name: Optional[str] = None
+    root: str = "data"
+    version: Optional[str] = None
+    source: SourceConfig = field(default_factory=SourceConfig)
+    tensor: Optional[TensorConfig] = None
+    split: SplitConfig = field(default_factory=SplitConfig)
+    shards: ShardConfig = field(default_factory=ShardConfig)
+    reject: RejectConfig = field(default_factory=RejectConfig)
+    reader: ReaderConfig = field(default_factory=ReaderConfig)
+
+
+@dataclass
+class ModelConfig:
+    """Model family and its sizes; input/output sizes come from the manifest.
+
+    Args:
+        type: mlp | cnn | rnn.
+        hidden: MLP layer widths.
+        channels: CNN conv block widths.
+        kernel_size: CNN kernel size.
+        rnn_cell: lstm | gru.
+        rnn_hidden: RNN hidden size.
+        rnn_layers: stacked RNN layers.
+        bidirectional: RNN reads both directions.
+        dropout: dropout before the classifier.
+        batch_norm: batch norm after each layer (MLP, CNN).
+    """
+
+    type: str = "cnn"
+    hidden: List[int] = field(default_factory=lambda: [128, 64])
+    channels: List[int] = field(default_factory=lambda: [32, 64])
+    kernel_size: int = 3
+    rnn_cell: str = "lstm"
+    rnn_hidden: int = 64
+    rnn_layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.0
+    batch_norm: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation. ``batch_size`` is per rank; the global batch is batch_size x world size.
+
+    Args:
+        scale_lr: multiply lr by the world size (the usual rule for a larger global batch).
+        warmup_epochs: linear warm-up from lr to the scaled lr over this many epochs.
+    """
+
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "adamw"
+    lr: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    seed: int = 0
+    scale_lr: bool = True
+    warmup_epochs: float = 1.0
+
+
+@dataclass
+class DistConfig:
+    """Distributed engine. ``timeout_s`` bounds how long a collective waits for a peer."""
+
+    engine: str = "horovod"
+    fp16_allreduce: bool = False
+    elastic: bool = False
+    timeout_s: int = 300
+
+
+@dataclass
+class RunConfig:
+    """Where a run writes: ``<root>/<name>/``; name None means ``<experiment>-<timestamp>``."""
+
+    root: str = "runs"
+    name: Optional[str] = None
+
+
+@dataclass
+class Config:
+    """One experiment: everything a job needs, loaded from ``conf/<name>.yaml``."""
+
+    name: str = "experiment"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+CHOICES = {
+    "data.source.type": ("csv", "json", "parquet", "images", "ucr", "synthetic"),
+    "data.tensor.dtype": ("uint8", "float32"),
+    "data.shards.compression": ("zstd", "snappy", "gzip", "none"),
+    "data.reject.action": ("fail", "quarantine"),
+    "data.reader.remainder": ("drop", "pad"),
+    "model.type": ("mlp", "cnn", "rnn"),
+    "model.rnn_cell": ("lstm", "gru"),
+    "train.optimizer": ("adamw", "sgd"),
+    "dist.engine": ("horovod", "torch", "single"),
+}
+
+IMPLEMENTED_SOURCES = ("csv",)
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load ``path`` (YAML) over the dataclass defaults, then apply ``a.b=c`` overrides.
+
+    Raises:
+        ConfigError: missing file, unknown key, wrong type, or a value outside its choices.
+    """
+    base = OmegaConf.structured(Config)
+    layers = []
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        layers.append((str(path), OmegaConf.load(path)))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        layers.append((f"override {item!r}", OmegaConf.from_dotlist([item])))
+    merged = base
+    for origin, layer in layers:
+        try:
+            merged = OmegaConf.merge(merged, layer)
+        except ConfigKeyError as err:
+            raise ConfigError(f"{origin}: {_unknown_key_message(err)}") from None
+        except OmegaConfBaseException as err:
+            key = getattr(err, "full_key", None) or "?"
+            raise ConfigError(f"{origin}: bad value for {key}: {_first_line(err)}") from None
+    cfg = OmegaConf.to_object(merged)
+    validate(cfg)
+    return cfg
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0]
+
+
+def _unknown_key_message(err: ConfigKeyError) -> str:
+    full_key = getattr(err, "full_key", "") or ""
+    parent_path, _, key = full_key.rpartition(".")
+    node: Any = Config()
+    for part in filter(None, parent_path.split(".")):
+        node = getattr(node, part, None)
+    if dataclasses.is_dataclass(node):
+        valid = ", ".join(f.name for f in dataclasses.fields(node))
+        where = parent_path or "the top level"
+        return f"unknown key {full_key!r}; valid keys in {where}: {valid}"
+    return f"unknown key {full_key or key!r}: {_first_line(err)}"
+
+
+def validate(cfg: Config) -> None:
+    """Check values the type system cannot; raise ConfigError naming the key."""
+    for key, allowed in CHOICES.items():
+        value = _get(cfg, key)
+        if value is not None and value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not one of: {', '.join(allowed)}")
+    if cfg.data.source.type not in IMPLEMENTED_SOURCES:
+        raise ConfigError(
+            f"data.source.type={cfg.data.source.type!r} is not implemented yet; "
+            f"available: {', '.join(IMPLEMENTED_SOURCES)}"
+        )
+    split = cfg.data.split
+    fractions = (split.train, split.val, split.test)
+    if min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6 or split.train <= 0:
+        raise ConfigError(
+            f"data.split fractions must be >= 0, train > 0, and sum to 1; got "
+            f"train={split.train}, val={split.val}, test={split.test}"
+        )
+    positive = {
+        "data.shards.rows_per_shard": cfg.data.shards.rows_per_shard,
+        "data.shards.row_group_rows": cfg.data.shards.row_group_rows,
+        "data.reader.shuffle_buffer": cfg.data.reader.shuffle_buffer,
+        "train.epochs": cfg.train.epochs,
+        "train.batch_size": cfg.train.batch_size,
+        "dist.timeout_s": cfg.dist.timeout_s,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key} must be > 0, got {value}")
+    if cfg.train.lr <= 0:
+        raise ConfigError(f"train.lr must be > 0, got {cfg.train.lr}")
+    tensor = cfg.data.tensor
+    if tensor is not None:
+        if not tensor.shape or min(tensor.shape) <= 0:
+            raise ConfigError(f"data.tensor.shape must be positive sizes, got {tensor.shape}")
+        if tensor.min > tensor.max:
+            raise ConfigError(f"data.tensor.min ({tensor.min}) > data.tensor.max ({tensor.max})")
+        if tensor.dtype == "uint8" and (tensor.min < 0 or tensor.max > 255):
+            raise ConfigError(
+                f"data.tensor.dtype=uint8 holds 0..255, but min/max are {tensor.min}/{tensor.max}; "
+                "use dtype=float32"
+            )
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    node = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part, None)
+        if node is None:
+            return None
+    return node
+
+
+def to_dict(cfg: Config) -> dict:
+    """Plain nested dict of ``cfg`` (for YAML dumps, manifests and pickling to workers)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict) -> Config:
+    """Inverse of :func:`to_dict`, validated like a loaded file."""
+    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(data)))
+    validate(cfg)
+    return cfg
+
+
+def to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML (written to each run directory)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))

@@ -1,0 +1,23 @@
+"""The only place that knows about ranks: one Collective interface, several engines.
+
+``make_collective(cfg.dist)`` returns the engine the config names; the trainer receives
+it and reads rank and world size from it, never from the environment.
+"""
+from __future__ import annotations
+
+from pipeline.config import DistConfig
+from pipeline.dist.base import Collective, DisagreementError, available_cores, pin_threads
+
+
+def make_collective(cfg: DistConfig) -> Collective:
+    """Initialise the configured engine (horovod or single)."""
+    if cfg.engine == "horovod":
+        from pipeline.dist.horovod_backend import HorovodCollective
+
+        return HorovodCollective(timeout_s=cfg.timeout_s)
+    if cfg.engine == "single":
+        return Collective()
+    raise NotImplementedError(f"dist.engine={cfg.engine!r} is not implemented yet; use horovod or single")
+
+
+__all__ = ["Collective", "DisagreementError", "available_cores", "make_collective", "pin_threads"]

@@ -1,0 +1,73 @@
+"""Horovod (Gloo on CPU, NCCL on GPU) behind the Collective interface."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from pipeline.dist.base import Collective, DisagreementError, pin_threads
+
+
+def import_horovod():
+    """Import ``horovod.torch`` or fail with the fix."""
+    try:
+        import horovod.torch as hvd
+    except ImportError as err:
+        raise ImportError(
+            "Horovod with PyTorch support is not installed: run `make setup` (it builds Horovod 0.28.1 "
+            "with Gloo), or set dist.engine=single to train in one process"
+        ) from err
+    return hvd
+
+
+class HorovodCollective(Collective):
+    """Collectives over Horovod. Works under horovodrun, horovod.run, horovod.spark.run,
+    and without a launcher (a world of one).
+
+    Args:
+        timeout_s: how long Gloo waits for a peer before the job fails instead of hanging.
+    """
+
+    engine = "horovod"
+
+    def __init__(self, timeout_s: int = 300) -> None:
+        os.environ.setdefault("HOROVOD_GLOO_TIMEOUT_SECONDS", str(timeout_s))
+        self.hvd = hvd = import_horovod()
+        hvd.init()
+        self.rank, self.size = hvd.rank(), hvd.size()
+        self.local_rank, self.local_size = hvd.local_rank(), hvd.local_size()
+        self.threads = pin_threads(self.local_size)
+
+    def broadcast_state(self, model, optimizer) -> None:
+        self.hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+        self.hvd.broadcast_optimizer_state(optimizer, root_rank=0)
+
+    def wrap_optimizer(self, optimizer, model, fp16: bool = False):
+        compression = self.hvd.Compression.fp16 if fp16 else self.hvd.Compression.none
+        return self.hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters(), compression=compression, op=self.hvd.Average)
+
+    def allreduce_sum(self, values: torch.Tensor, name: str) -> torch.Tensor:
+        return self.hvd.allreduce(values, op=self.hvd.Sum, name=name)
+
+    def average_buffers(self, model) -> None:
+        for name, buf in model.named_buffers():
+            if buf.is_floating_point():
+                buf.copy_(self.hvd.allreduce(buf, op=self.hvd.Average, name=f"buffer.{name}"))
+
+    def broadcast_object(self, obj: Any) -> Any:
+        return self.hvd.broadcast_object(obj, root_rank=0)
+
+    def agree(self, name: str, value: int) -> int:
+        t = torch.tensor([value], dtype=torch.int64)
+        low = int(self.hvd.allreduce(t, op=self.hvd.Min, name=f"agree.min.{name}"))
+        high = int(self.hvd.allreduce(t, op=self.hvd.Max, name=f"agree.max.{name}"))
+        if low != high:
+            raise DisagreementError(f"ranks disagree on {name}: this rank has {value}, others range {low}..{high}")
+        return value
+
+    def barrier(self) -> None:
+        self.hvd.barrier()
+
+    def shutdown(self) -> None:
+        self.hvd.shutdown()

@@ -1,0 +1,72 @@
+"""``python -m pipeline doctor``: versions of every piece, and what is missing."""
+from __future__ import annotations
+
+import importlib
+import platform
+import re
+import shutil
+import subprocess
+
+from pipeline.dist import available_cores
+
+
+def _version(module: str) -> str | None:
+    try:
+        return getattr(importlib.import_module(module), "__version__", "?")
+    except ImportError:
+        return None
+
+
+def java_version() -> str | None:
+    """The ``java -version`` string, or None when java is not on PATH."""
+    if shutil.which("java") is None:
+        return None
+    out = subprocess.run(["java", "-version"], capture_output=True, text=True, timeout=30).stderr
+    match = re.search(r'version "([^"]+)"', out)
+    return match.group(1) if match else out.strip().splitlines()[0]
+
+
+def java_major(version: str) -> int:
+    version = version.removeprefix("1.")
+    return int(re.match(r"\d+", version).group())
+
+
+def horovod_build() -> tuple[str | None, str]:
+    """Horovod's version and what it was built with, e.g. ``PyTorch, Gloo``."""
+    try:
+        import horovod
+        import horovod.torch as hvd
+    except ImportError:
+        return None, ""
+    parts = ["PyTorch"]
+    if hvd.gloo_built():
+        parts.append("Gloo")
+    if hvd.mpi_built():
+        parts.append("MPI")
+    if hvd.nccl_built():
+        parts.append("NCCL")
+    return horovod.__version__, ", ".join(parts)
+
+
+def report() -> tuple[list[str], list[str]]:
+    """Lines to print and the problems found."""
+    problems = []
+    lines = [f"python     {platform.python_version()} ({platform.machine()})", f"cores      {available_cores()}"]
+    for module, why in (("torch", "models and training"), ("pyarrow", "shards"), ("pyspark", "prepare and score"), ("numpy", "reader")):
+        version = _version(module)
+        lines.append(f"{module:<10} {version or 'MISSING'}")
+        if version is None:
+            problems.append(f"{module} is missing ({why}): run `make setup`")
+    hvd_version, built = horovod_build()
+    lines.append(f"horovod    {hvd_version or 'MISSING'}" + (f" (built with {built})" if built else ""))
+    if hvd_version is None:
+        problems.append("Horovod with PyTorch is missing: run `make setup` (builds Horovod 0.28.1 with Gloo)")
+    elif "Gloo" not in built:
+        problems.append("Horovod was built without Gloo: remove its cached wheel (~/.cache/pipeline/wheels) and run `make setup`")
+    java = java_version()
+    lines.append(f"java       {java or 'MISSING'}")
+    if java is None:
+        problems.append("java is not on PATH: Spark needs Java >= 17 (make setup installs openjdk-17 when run as root)")
+    elif java_major(java) < 17:
+        problems.append(f"java {java} is too old: Spark 4 needs Java >= 17")
+    return lines, problems

@@ -1,0 +1,55 @@
+"""``python -m pipeline inspect``: a readable summary of a dataset version or a run."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipeline.manifest import ManifestError, read_manifest
+
+
+def describe(path: Path) -> str:
+    """Summary of a run directory (has report.json) or a dataset version / dataset dir."""
+    if (path / "report.json").is_file():
+        return describe_run(path)
+    if not path.exists():
+        raise ManifestError(f"{path} does not exist")
+    return describe_dataset(path)
+
+
+def describe_dataset(path: Path) -> str:
+    version_dir, m = read_manifest(path)
+    lines = [
+        f"dataset {m['name']}  version {version_dir.name}  (fingerprint {m['fingerprint']}, code {m.get('code_version', '?')})",
+        f"  source: {m['source']['type']} {m['source']['path']} ({m['source'].get('files', '?')} file(s))",
+        f"  input rows {m['input_rows']} = kept {sum(s['rows'] for s in m['splits'].values())} + rejected {m['rejected']['rows']}",
+    ]
+    for reason, n in m["rejected"]["by_reason"].items():
+        lines.append(f"    rejected {n:>8}  {reason}")
+    for name, spec in m["schema"]["features"].items():
+        stats = m["featurizer"].get(name, {})
+        extra = f"  mean {stats['mean']:.4g} std {stats['std']:.4g}" if "mean" in stats else ""
+        lines.append(f"  feature {name}: {spec['kind']} {spec['dtype']} {spec['shape']}{extra}")
+    label = m["schema"]["label"]
+    lines.append(f"  label: {label['num_classes']} classes {label['classes']}")
+    for split, info in m["splits"].items():
+        sizes = [s["rows"] for s in info["shards"]]
+        groups = sum(len(s["row_groups"]) for s in info["shards"])
+        mb = sum(s["bytes"] for s in info["shards"]) / 1e6
+        spread = f", shard rows {min(sizes)}..{max(sizes)}" if sizes else ""
+        lines.append(f"  {split:<5} {info['rows']:>9} rows in {len(sizes)} shard(s), {groups} row groups, {mb:.2f} MB{spread}")
+    return "\n".join(lines)
+
+
+def describe_run(path: Path) -> str:
+    report = json.loads((path / "report.json").read_text())
+    lines = [f"run {path.name}"]
+    lines += [f"  {k}: {v}" for k, v in report.items()]
+    metrics = path / "metrics.jsonl"
+    if metrics.is_file():
+        records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        for r in records:
+            lines.append(
+                f"  epoch {r['epoch']:>3}  loss {r['train_loss']:.4f}  acc {r['train_accuracy']:.4f}  "
+                f"val_acc {r['val_accuracy']:.4f}  {r['samples_per_sec']:.0f} samples/s"
+            )
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Starting N training ranks: launch commands are pure functions of the config, tested as data."""

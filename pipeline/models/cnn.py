@@ -1,0 +1,43 @@
+"""Convolutional classifier for images [C, H, W] (2-D) and series [C, L] (1-D)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ConvNet(nn.Module):
+    """Conv blocks (Conv, [BatchNorm], ReLU[, MaxPool]), global average pooling, classifier.
+
+    The FCN shape used as the standard time-series baseline; with 2-D convs it is a small
+    image CNN. Global pooling keeps it independent of the input's spatial size.
+
+    Args:
+        input_shape: [C, H, W] for images or [C, L] for series.
+        num_classes: output logits.
+        channels: output channels of each conv block.
+        kernel_size: kernel size of every conv ("same" padding).
+        dropout: dropout before the classifier.
+        batch_norm: batch norm after each conv.
+    """
+
+    def __init__(self, input_shape: list[int], num_classes: int, channels: list[int], kernel_size: int = 3, dropout: float = 0.0, batch_norm: bool = True):
+        super().__init__()
+        conv, norm, pool = (nn.Conv2d, nn.BatchNorm2d, nn.AdaptiveAvgPool2d) if len(input_shape) == 3 else (nn.Conv1d, nn.BatchNorm1d, nn.AdaptiveAvgPool1d)
+        layers: list[nn.Module] = []
+        width = input_shape[0]
+        side = min(input_shape[1:])
+        for out in channels:
+            layers.append(conv(width, out, kernel_size, padding=kernel_size // 2, bias=not batch_norm))
+            if batch_norm:
+                layers.append(norm(out))
+            layers.append(nn.ReLU())
+            # Images: halve the resolution while it stays >= 2 so later blocks see wider context.
+            if len(input_shape) == 3 and side >= 4:
+                layers.append(nn.MaxPool2d(2))
+                side //= 2
+            width = out
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(pool(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(width, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))

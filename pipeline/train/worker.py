@@ -1,0 +1,36 @@
+"""What every rank runs, whichever launcher started it (none, horovodrun, horovod.run, Spark)."""
+from __future__ import annotations
+
+import logging
+import os
+
+from pipeline.config import Config, from_dict
+from pipeline.dist import make_collective
+from pipeline.train.trainer import Trainer
+
+
+def setup_logging(rank: int) -> None:
+    """Log lines prefixed with the rank, so interleaved output from ranks stays readable."""
+    logging.basicConfig(
+        level=os.environ.get("PIPELINE_LOG_LEVEL", "INFO"),
+        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        force=True,
+    )
+
+
+def train_rank(cfg: Config | dict) -> dict:
+    """Initialise this rank's engine, train, shut the engine down; return run dir and report.
+
+    Takes a plain dict too, so launchers that pickle the call (horovod.run, Spark) ship
+    data, not dataclasses.
+    """
+    if isinstance(cfg, dict):
+        cfg = from_dict(cfg)
+    collective = make_collective(cfg.dist)
+    try:
+        setup_logging(collective.rank)
+        result = Trainer(cfg, collective).fit()
+        return {"run_dir": str(result.run_dir.resolve()), "report": result.report, "is_root": collective.is_root}
+    finally:
+        collective.shutdown()
