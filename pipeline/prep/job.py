@@ -79,9 +79,8 @@ def _build(cfg: Config, spark, staging: Path, name: str, fp: str, code: str, fil
         raise PrepareError("data.tensor is not set: say which columns form the feature tensor and its shape")
     tensor_cols = _tensor_columns(data.tensor, columns, label, data.source.key or [])
 
-    checks = [validate.malformed_check(len(columns))]
-    checks += validate.label_checks(label, data.source.classes)
-    checks += validate.tensor_checks(tensor_cols, data.tensor)
+    checks = [validate.malformed_check(len(columns)), *validate.label_checks(label, data.source.classes)]
+    reasons = [*map(validate.check_reason, checks), validate.tensor_reason(tensor_cols, data.tensor)]
     row_id = F.xxhash64(F.lit(data.split.salt), *[F.coalesce(F.col(c), F.lit("")) for c in key_cols])
     bucket = F.pmod(F.col(ROW_ID_COLUMN), F.lit(_BUCKETS)) / F.lit(float(_BUCKETS))
     split_col = (
@@ -90,7 +89,7 @@ def _build(cfg: Config, spark, staging: Path, name: str, fp: str, code: str, fil
         .otherwise(F.lit("test"))
     )
     checked = (
-        raw.withColumn("_reason", validate.reason_column(checks))
+        raw.withColumn("_reason", validate.first_reason(reasons))
         .withColumn(ROW_ID_COLUMN, row_id)
         .withColumn("_split", split_col)
         .persist(StorageLevel.MEMORY_AND_DISK)
@@ -137,7 +136,7 @@ def _write_all(cfg, spark, checked, staging, name, fp, code, files, columns, ten
     label_index = F.create_map(*[x for i, c in enumerate(classes) for x in (F.lit(c), F.lit(i))])
     tensor_name = data.tensor.name
     rows = good.select(
-        F.array(*[F.trim(F.col(c)).cast("double").cast("int") for c in tensor_cols]).alias(tensor_name),
+        F.transform(F.array(*[F.col(c) for c in tensor_cols]), lambda x: F.trim(x).cast("double").cast("int")).alias(tensor_name),
         label_index[F.trim(F.col(label))].alias(LABEL_COLUMN),
         F.col(ROW_ID_COLUMN),
         F.col("_split"),

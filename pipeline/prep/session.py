@@ -27,7 +27,11 @@ def get_session(app_name: str, master: str | None = None, conf: dict | None = No
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name)
     if not SparkConf().contains("spark.master"):
-        builder = builder.master(master or "local[*]")
+        master = master or "local[*]"
+        builder = builder.master(master)
+    if (master or "").startswith("local"):
+        # One JVM on this machine: bind to loopback rather than the first network interface.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     defaults = {
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.session.timeZone": "UTC",

@@ -21,23 +21,35 @@ class Check:
     value: object = None
 
 
-def tensor_checks(columns: list[str], tensor: TensorConfig) -> list[Check]:
-    """Checks for numeric columns that form one tensor: present, numeric, finite, in range."""
+def tensor_reason(columns: list[str], tensor: TensorConfig):
+    """Reason struct for the first bad value among the tensor's columns, or null.
+
+    Built with array higher-order functions, so the expression has the same size for 64
+    columns or 50,000 (one ``when`` per column would outgrow Spark's generated code).
+    """
     from pyspark.sql import functions as F
 
-    checks = []
-    for name in columns:
-        raw = F.col(name)
-        num = F.trim(raw).cast("double")
-        checks += [
-            Check(raw.isNull() | (F.trim(raw) == ""), f"{name}: missing value"),
-            Check(num.isNull(), f"{name}: not a number", raw),
-            Check(F.isnan(num) | (F.abs(num) == float("inf")), f"{name}: NaN or infinite", raw),
-            Check((num < tensor.min) | (num > tensor.max), f"{name}: outside [{tensor.min:g}, {tensor.max:g}]", raw),
-        ]
+    values = F.array(*[F.col(c) for c in columns])
+    names = F.array(*[F.lit(c) for c in columns])
+
+    def problem(raw):
+        text = F.trim(raw)
+        num = text.try_cast("double")  # ANSI mode (Spark 4 default) would fail the job on "abc"
+        code = (
+            F.when(raw.isNull() | (text == ""), F.lit("missing value"))
+            .when(num.isNull(), F.lit("not a number"))
+            .when(F.isnan(num) | (F.abs(num) == float("inf")), F.lit("NaN or infinite"))
+            .when((num < tensor.min) | (num > tensor.max), F.lit(f"outside [{tensor.min:g}, {tensor.max:g}]"))
+        )
         if tensor.dtype == "uint8":
-            checks.append(Check(num != F.floor(num), f"{name}: not an integer", raw))
-    return checks
+            code = code.when(num != F.floor(num), F.lit("not an integer"))
+        return code
+
+    problems = F.transform(values, problem)
+    first = F.array_position(F.transform(problems, lambda p: p.isNotNull()), True).cast("int")
+    code = F.concat(F.element_at(names, first), F.lit(": "), F.element_at(problems, first))
+    detail = F.concat(code, F.lit(": "), F.coalesce(F.element_at(values, first), F.lit("null")))
+    return F.when(first > 0, F.struct(code.alias("code"), detail.alias("detail")))
 
 
 def label_checks(label: str, classes: list[str] | None) -> list[Check]:
@@ -58,12 +70,16 @@ def malformed_check(expected_columns: int) -> Check:
     return Check(F.col(CORRUPT_COLUMN).isNotNull(), f"malformed line: expected {expected_columns} fields", F.col(CORRUPT_COLUMN))
 
 
-def reason_column(checks: list[Check]):
-    """Struct<code, detail> of the first failing check, or null for a good row."""
+def check_reason(check: Check):
+    """Reason struct when ``check`` fails, else null."""
     from pyspark.sql import functions as F
 
-    def reason(check: Check):
-        detail = F.lit(check.code) if check.value is None else F.concat(F.lit(check.code + ": "), F.coalesce(check.value.cast("string"), F.lit("null")))
-        return F.when(check.failed, F.struct(F.lit(check.code).alias("code"), detail.alias("detail")))
+    detail = F.lit(check.code) if check.value is None else F.concat(F.lit(check.code + ": "), F.coalesce(check.value.cast("string"), F.lit("null")))
+    return F.when(check.failed, F.struct(F.lit(check.code).alias("code"), detail.alias("detail")))
 
-    return F.coalesce(*[reason(c) for c in checks])
+
+def first_reason(reasons: list):
+    """Struct<code, detail> of the first non-null reason, or null for a good row."""
+    from pyspark.sql import functions as F
+
+    return F.coalesce(*reasons)

@@ -1,0 +1,60 @@
+import pytest
+
+from pipeline.config import Config, ConfigError, from_dict, load_config, to_dict
+from tests.conftest import DIGITS_CONF
+
+
+def test_file_and_overrides_land_in_typed_fields():
+    cfg = load_config(DIGITS_CONF, ["train.epochs=3", "train.lr=0.01", "dist.engine=single", "data.tensor.shape=[1,4,16]"])
+    assert isinstance(cfg, Config)
+    assert cfg.name == "digits_cnn"
+    assert cfg.train.epochs == 3 and cfg.train.lr == 0.01
+    assert cfg.dist.engine == "single"
+    assert cfg.data.tensor.shape == [1, 4, 16]
+    assert cfg.data.source.classes == [str(i) for i in range(10)]
+
+
+def test_defaults_come_from_the_dataclasses():
+    cfg = load_config(None)
+    assert cfg.train.batch_size == 64 and cfg.dist.engine == "horovod" and cfg.run.root == "runs"
+
+
+def test_unknown_key_names_the_key_and_the_valid_ones():
+    with pytest.raises(ConfigError) as err:
+        load_config(DIGITS_CONF, ["train.epoch=3"])
+    msg = str(err.value)
+    assert "train.epoch" in msg and "epochs" in msg and "batch_size" in msg
+
+
+def test_unknown_key_in_yaml_names_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmodel: {type: cnn, widht: 3}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.*model.widht.*valid keys in model"):
+        load_config(bad)
+
+
+def test_wrong_type_names_the_key():
+    with pytest.raises(ConfigError, match="train.epochs"):
+        load_config(DIGITS_CONF, ["train.epochs=many"])
+
+
+def test_invalid_choice_lists_the_choices():
+    with pytest.raises(ConfigError, match=r"model.type='transformer' is not one of: mlp, cnn, rnn"):
+        load_config(DIGITS_CONF, ["model.type=transformer"])
+
+
+def test_missing_file_and_malformed_override():
+    with pytest.raises(ConfigError, match="not found: .*nope.yaml"):
+        load_config("conf/nope.yaml")
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config(DIGITS_CONF, ["train.epochs"])
+
+
+def test_split_fractions_must_sum_to_one():
+    with pytest.raises(ConfigError, match="sum to 1"):
+        load_config(DIGITS_CONF, ["data.split.train=0.9"])
+
+
+def test_round_trip_through_plain_dict():
+    cfg = load_config(DIGITS_CONF, ["train.epochs=2"])
+    assert from_dict(to_dict(cfg)) == cfg

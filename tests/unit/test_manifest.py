@@ -1,0 +1,47 @@
+import json
+
+import pytest
+
+from pipeline.manifest import FORMAT_VERSION, ManifestError, read_manifest, resolve_version, write_manifest
+
+
+def _manifest(**extra):
+    m = {
+        "format_version": FORMAT_VERSION, "name": "d", "fingerprint": "abc", "input_rows": 3,
+        "rejected": {"rows": 0, "by_reason": {}}, "schema": {}, "featurizer": {}, "splits": {},
+    }
+    m.update(extra)
+    return m
+
+
+def test_write_then_read_via_latest(tmp_path):
+    version = tmp_path / "d" / "v-abc"
+    version.mkdir(parents=True)
+    write_manifest(version, _manifest())
+    (tmp_path / "d" / "LATEST").write_text("v-abc\n")
+    got_dir, got = read_manifest(tmp_path / "d")
+    assert got_dir == version and got["input_rows"] == 3
+    assert resolve_version(version / "manifest.json") == version
+    assert not list(version.glob(".*tmp*")), "atomic write leaves no temp file"
+
+
+def test_version_without_manifest_does_not_exist(tmp_path):
+    (tmp_path / "d" / "v-half").mkdir(parents=True)
+    with pytest.raises(ManifestError, match="unfinished prepare"):
+        read_manifest(tmp_path / "d" / "v-half")
+    with pytest.raises(ManifestError, match="does not exist.*prepare"):
+        read_manifest(tmp_path / "missing")
+
+
+def test_other_format_version_is_refused(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps(_manifest(format_version=99)))
+    with pytest.raises(ManifestError, match="format_version 99"):
+        read_manifest(tmp_path)
+
+
+def test_missing_keys_are_named(tmp_path):
+    m = _manifest()
+    del m["splits"]
+    (tmp_path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ManifestError, match="splits"):
+        read_manifest(tmp_path)
