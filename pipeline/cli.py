@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # py4j logs at exit; under spark-submit that would land after the promised last line.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     try:
         return COMMANDS[args.command](args)
     except (ConfigError, FileNotFoundError) as err:

@@ -14,7 +14,7 @@ import torch
 
 from pipeline.data import assign
 from pipeline.manifest import read_manifest
-from pipeline.schema import LABEL_COLUMN, check_shard_schema
+from pipeline.schema import LABEL_COLUMN, ROW_ID_COLUMN, check_shard_schema
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,9 @@ def _sha256(path: Path) -> str:
 
 class ShardReader(torch.utils.data.IterableDataset):
     """Batches of one rank's share of one split, as dicts of tensors.
+
+    A batch holds each feature (float32, standardised with the manifest's featurizer),
+    ``label`` (int64 class index) and ``row_id`` (int64, the row's stable id).
 
     In ``train`` mode every rank yields exactly ``len(reader)`` batches per epoch (see
     :mod:`pipeline.data.assign`), in a seeded order that changes each epoch. In ``eval``
@@ -150,11 +153,12 @@ class ShardReader(torch.utils.data.IterableDataset):
             col = table.column(name).combine_chunks()
             out[name] = col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), *spec["shape"])
         out[LABEL_COLUMN] = table.column(LABEL_COLUMN).to_numpy().astype(np.int64, copy=False)
+        out[ROW_ID_COLUMN] = table.column(ROW_ID_COLUMN).to_numpy()
         return out
 
     def _read_segments(self, segments: list[assign.Segment]) -> Iterator[dict[str, np.ndarray]]:
         files: dict[int, pq.ParquetFile] = {}
-        columns = list(self.features) + [LABEL_COLUMN]
+        columns = list(self.features) + [LABEL_COLUMN, ROW_ID_COLUMN]
         try:
             for seg in segments:
                 shard = seg.group.shard
@@ -207,7 +211,8 @@ class ShardReader(torch.utils.data.IterableDataset):
         for name in self.features:
             mean, std = self._norm[name]
             batch[name] = torch.from_numpy(np.ascontiguousarray(rows[name])).float().sub_(mean).div_(std)
-        batch[LABEL_COLUMN] = torch.from_numpy(np.ascontiguousarray(rows[LABEL_COLUMN]))
+        for name in (LABEL_COLUMN, ROW_ID_COLUMN):
+            batch[name] = torch.from_numpy(np.ascontiguousarray(rows[name]))
         return batch
 
 

@@ -15,14 +15,18 @@ def local_hosts(np: int) -> str:
     return f"localhost:{np}"
 
 
-def horovodrun_argv(np: int, config_path: str, overrides: list[str], hosts: str | None = None,
-                    network_interface: str | None = None, python: str | None = None) -> list[str]:
-    """The ``horovodrun`` command that runs jobs/train.py on ``np`` ranks over Gloo."""
-    argv = ["horovodrun", "-np", str(np), "-H", hosts or local_hosts(np), "--gloo"]
+def train_command(config_path: str, overrides: list[str], python: str | None = None) -> list[str]:
+    """What each rank runs: jobs/train.py with the experiment config."""
+    return [python or sys.executable, "jobs/train.py", "--config", config_path, *overrides]
+
+
+def horovodrun_argv(np: int, command: list[str], hosts: str | None = None,
+                    network_interface: str | None = None, horovodrun: str = "horovodrun") -> list[str]:
+    """The ``horovodrun`` command that runs ``command`` on ``np`` ranks over Gloo."""
+    argv = [horovodrun, "-np", str(np), "-H", hosts or local_hosts(np), "--gloo"]
     if network_interface:
         argv += ["--network-interface", network_interface]
-    argv += [python or sys.executable, "jobs/train.py", "--config", config_path, *overrides]
-    return argv
+    return argv + list(command)
 
 
 def horovod_run_kwargs(np: int, hosts: str | None = None, network_interface: str | None = None) -> dict:

@@ -1,0 +1,104 @@
+"""The shard reader on the real prepared digits version."""
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.data import ShardError, ShardReader, ShareError
+from pipeline.schema import SchemaError
+
+pytestmark = pytest.mark.spark
+
+
+def _row_ids(reader):
+    return [i for b in reader for i in b["row_id"].tolist()]
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_every_rank_gets_the_same_number_of_batches(digits_version, world):
+    version_dir, m = digits_version
+    readers = [ShardReader(version_dir, "train", r, world, 32, seed=3, prefetch=2) for r in range(world)]
+    counts = [sum(1 for _ in rd) for rd in readers]
+    assert counts == [m["splits"]["train"]["rows"] // (32 * world)] * world
+    batch = next(iter(readers[0]))
+    assert batch["image"].shape == (32, 1, 8, 8) and batch["image"].dtype == torch.float32
+    assert batch["label"].dtype == torch.int64
+
+
+def test_shares_are_disjoint_and_epochs_reshuffle(digits_version):
+    version_dir, m = digits_version
+    readers = [ShardReader(version_dir, "train", r, 2, 16, seed=0) for r in range(2)]
+    a, b = (_row_ids(rd) for rd in readers)
+    total = m["splits"]["train"]["rows"]
+    assert len(a) == len(b) == len(set(a)) == len(set(b)) == (total // 32) * 16
+    assert not set(a) & set(b)
+    assert total - len(a) - len(b) == total % 32  # only the last partial global batch is dropped
+    first = [x["label"].tolist() for x in readers[0]]
+    readers[0].set_epoch(1)
+    second = [x["label"].tolist() for x in readers[0]]
+    readers[0].set_epoch(0)
+    assert first != second and first == [x["label"].tolist() for x in readers[0]]
+
+
+def test_eval_mode_reads_every_row_once_with_normalised_values(digits_version):
+    version_dir, m = digits_version
+    rows = sum(len(b["label"]) for r in range(3) for b in ShardReader(version_dir, "test", r, 3, 10, mode="eval"))
+    assert rows == m["splits"]["test"]["rows"]
+    stats = m["featurizer"]["image"]
+    batch = next(iter(ShardReader(version_dir, "test", 0, 1, 64, mode="eval")))
+    raw = batch["image"] * stats["std"] + stats["mean"]
+    assert torch.allclose(raw, raw.round(), atol=1e-4) and raw.min() >= 0 and raw.max() <= 16
+
+
+def test_too_few_rows_for_the_world_is_refused_before_training(digits_version):
+    version_dir, _ = digits_version
+    with pytest.raises(ShareError, match="cannot fill one global batch"):
+        ShardReader(version_dir, "test", 0, 8, 64)
+
+
+def _copy(version_dir, tmp_path):
+    dst = tmp_path / "copy"
+    shutil.copytree(version_dir, dst)
+    return dst
+
+
+def test_missing_truncated_or_altered_shards_are_named(digits_version, tmp_path):
+    version_dir, m = digits_version
+    shard = m["splits"]["train"]["shards"][1]["path"]
+    copy = _copy(version_dir, tmp_path)
+    (copy / shard).unlink()
+    with pytest.raises(ShardError, match=f"{shard}.*missing"):
+        ShardReader(copy, "train", 0, 1, 32)
+    shutil.rmtree(copy)
+    copy = _copy(version_dir, tmp_path)
+    data = (copy / shard).read_bytes()
+    (copy / shard).write_bytes(data[: len(data) // 2])
+    with pytest.raises(ShardError, match=f"{shard}.*truncated"):
+        ShardReader(copy, "train", 0, 1, 32)
+    shutil.rmtree(copy)
+    copy = _copy(version_dir, tmp_path)
+    flipped = bytearray(data)
+    flipped[100] ^= 0xFF
+    (copy / shard).write_bytes(bytes(flipped))
+    ShardReader(copy, "train", 0, 1, 32)  # same size: only verify=True can tell
+    with pytest.raises(ShardError, match=f"{shard}.*sha256"):
+        ShardReader(copy, "train", 0, 1, 32, verify=True)
+
+
+def test_shard_with_another_schema_is_refused(digits_version, tmp_path):
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    version_dir, m = digits_version
+    copy = _copy(version_dir, tmp_path)
+    shard = m["splits"]["val"]["shards"][0]
+    table = pq.read_table(copy / shard["path"]).drop_columns(["label"]).append_column("label", pa.array(np.zeros(shard["rows"]), pa.float64()))
+    pq.write_table(table, copy / shard["path"], row_group_size=64)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["splits"]["val"]["shards"][0]["bytes"] = (copy / shard["path"]).stat().st_size
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SchemaError, match="column 'label' is double"):
+        ShardReader(copy, "val", 0, 1, 32, mode="eval")
