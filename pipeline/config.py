@@ -21,6 +21,44 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class SyntheticConfig:
+    """A generator built on ``spark.range``: the same seed gives the same rows whatever
+    the number of partitions (values are hashes of (seed, row id, column)).
+
+    Args:
+        kind: tabular | images | sequences.
+        rows: rows to generate.
+        seed: generator seed.
+        partitions: Spark partitions (None: Spark's default parallelism).
+        num_classes: label classes.
+        numeric: tabular: numeric feature columns.
+        categorical: tabular: categorical feature columns.
+        cardinality: tabular: distinct values per categorical column.
+        noise: label noise / pixel noise level in [0, 1].
+        image_size: images: [H, W].
+        channels: images: 1 or 3.
+        min_length: sequences: shortest sequence.
+        max_length: sequences: longest sequence.
+        dims: sequences: values per time step.
+    """
+
+    kind: str = "tabular"
+    rows: int = 10_000
+    seed: int = 0
+    partitions: Optional[int] = None
+    num_classes: int = 2
+    numeric: int = 8
+    categorical: int = 2
+    cardinality: int = 10
+    noise: float = 0.1
+    image_size: List[int] = field(default_factory=lambda: [16, 16])
+    channels: int = 1
+    min_length: int = 8
+    max_length: int = 48
+    dims: int = 2
+
+
+@dataclass
 class SourceConfig:
     """Where raw rows come from.
 
@@ -32,14 +70,18 @@ class SourceConfig:
         classes: the declared label set, in class-index order; rows with other labels are
             rejected. None: the sorted distinct labels of the train split.
         key: columns that identify a row for the split hash; None uses the whole row.
+        delimiter: csv only: the field separator.
+        synthetic: generator settings when type is synthetic.
     """
 
     type: str = "csv"
     path: Optional[str] = None
     header: bool = False
+    delimiter: str = ","
     label: str = "label"
     classes: Optional[List[str]] = None
     key: Optional[List[str]] = None
+    synthetic: SyntheticConfig = field(default_factory=lambda: SyntheticConfig())
 
 
 @dataclass
@@ -65,20 +107,68 @@ class TensorConfig:
 
 
 @dataclass
+class TableConfig:
+    """Feature columns of a table (csv / json / parquet) for the MLP.
+
+    Args:
+        numeric: numeric columns, standardised with the train split's mean/std.
+        categorical: categorical columns, mapped to indices of the train split's top_k
+            most frequent values; 0 is the bucket for anything else (and for nulls).
+        top_k: vocabulary size per categorical column.
+    """
+
+    numeric: List[str] = field(default_factory=list)
+    categorical: List[str] = field(default_factory=list)
+    top_k: int = 1000
+
+
+@dataclass
+class ImageConfig:
+    """Decoded image size: every image is resized to [channels, height, width] uint8."""
+
+    height: int = 32
+    width: int = 32
+    channels: int = 1
+
+
+@dataclass
+class SequenceConfig:
+    """Bounds on series length; a series outside them is rejected."""
+
+    min_length: int = 1
+    max_length: int = 100_000
+
+
+@dataclass
 class SplitConfig:
-    """Fractions of rows per split, chosen by a stable hash of the row key."""
+    """Fractions of rows per split, chosen by a stable hash of the row key.
+
+    Args:
+        use_source: where the source has its own split (UCR _TRAIN/_TEST files), keep it:
+            test comes from the source's test part, val is carved from its train part
+            with the ratio val / (train + val).
+    """
 
     train: float = 0.8
     val: float = 0.1
     test: float = 0.1
     salt: int = 0
+    use_source: bool = True
 
 
 @dataclass
 class ShardConfig:
-    """Shape of the written Parquet shards."""
+    """Shape of the written Parquet shards.
+
+    Args:
+        rows_per_shard: target rows per file.
+        bytes_per_shard: if set, target (uncompressed, estimated) bytes per file instead.
+        row_group_rows: rows per Parquet row group (the reader's unit of I/O).
+        compression: zstd, snappy, gzip or none.
+    """
 
     rows_per_shard: int = 100_000
+    bytes_per_shard: Optional[int] = None
     row_group_rows: int = 8192
     compression: str = "zstd"
 
@@ -129,6 +219,9 @@ class DataConfig:
     version: Optional[str] = None
     source: SourceConfig = field(default_factory=SourceConfig)
     tensor: Optional[TensorConfig] = None
+    table: Optional[TableConfig] = None
+    image: ImageConfig = field(default_factory=ImageConfig)
+    sequence: SequenceConfig = field(default_factory=SequenceConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
     reject: RejectConfig = field(default_factory=RejectConfig)
@@ -216,6 +309,7 @@ class Config:
 
 CHOICES = {
     "data.source.type": ("csv", "json", "parquet", "images", "ucr", "synthetic"),
+    "data.source.synthetic.kind": ("tabular", "images", "sequences"),
     "data.tensor.dtype": ("uint8", "float32"),
     "data.shards.compression": ("zstd", "snappy", "gzip", "none"),
     "data.reject.action": ("fail", "quarantine"),
@@ -226,7 +320,6 @@ CHOICES = {
     "dist.engine": ("horovod", "torch", "single"),
 }
 
-IMPLEMENTED_SOURCES = ("csv",)
 
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -283,11 +376,10 @@ def validate(cfg: Config) -> None:
         value = _get(cfg, key)
         if value is not None and value not in allowed:
             raise ConfigError(f"{key}={value!r} is not one of: {', '.join(allowed)}")
-    if cfg.data.source.type not in IMPLEMENTED_SOURCES:
-        raise ConfigError(
-            f"data.source.type={cfg.data.source.type!r} is not implemented yet; "
-            f"available: {', '.join(IMPLEMENTED_SOURCES)}"
-        )
+    if cfg.data.image.channels not in (1, 3):
+        raise ConfigError(f"data.image.channels must be 1 or 3, got {cfg.data.image.channels}")
+    if cfg.data.source.synthetic.channels not in (1, 3):
+        raise ConfigError(f"data.source.synthetic.channels must be 1 or 3, got {cfg.data.source.synthetic.channels}")
     split = cfg.data.split
     fractions = (split.train, split.val, split.test)
     if min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6 or split.train <= 0:

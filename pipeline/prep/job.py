@@ -11,10 +11,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config import Config, TensorConfig, to_dict
+from pipeline.config import Config, ShardConfig, to_dict
 from pipeline.manifest import FORMAT_VERSION, dataset_dir, read_manifest, write_manifest
-from pipeline.prep import featurize, publish, shards, sources, validate
-from pipeline.schema import LABEL_COLUMN, REASON_COLUMN, ROW_ID_COLUMN, SPLITS, tensor_feature
+from pipeline.prep import publish, shards, sources, validate
+from pipeline.schema import LABEL_COLUMN, REASON_COLUMN, ROW_ID_COLUMN, SPLITS
 
 log = logging.getLogger(__name__)
 _BUCKETS = 1_000_000
@@ -61,89 +61,97 @@ def prepare(cfg: Config, spark) -> PrepareResult:
     return PrepareResult(version_dir, True, manifest)
 
 
+
 def _build(cfg: Config, spark, staging: Path, name: str, fp: str, code: str, files: list[str]) -> dict:
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     data = cfg.data
     started = time.time()
-    raw, columns = sources.read_source(spark, data.source)
-    label = data.source.label
-    if label not in columns:
-        raise PrepareError(f"{data.source.path}: label column {label!r} not found; columns are {_short(columns)} (set data.source.label)")
-    key_cols = list(data.source.key or columns)
-    missing_keys = [c for c in key_cols if c not in columns]
-    if missing_keys:
-        raise PrepareError(f"data.source.key names columns {missing_keys} not in {data.source.path}; columns are {_short(columns)}")
-    if data.tensor is None:
-        raise PrepareError("data.tensor is not set: say which columns form the feature tensor and its shape")
-    tensor_cols = _tensor_columns(data.tensor, columns, label, data.source.key or [])
-
-    checks = [validate.malformed_check(len(columns)), *validate.label_checks(label, data.source.classes)]
-    reasons = [*map(validate.check_reason, checks), validate.tensor_reason(tensor_cols, data.tensor)]
-    row_id = F.xxhash64(F.lit(data.split.salt), *[F.coalesce(F.col(c), F.lit("")) for c in key_cols])
-    bucket = F.pmod(F.col(ROW_ID_COLUMN), F.lit(_BUCKETS)) / F.lit(float(_BUCKETS))
-    split_col = (
-        F.when(bucket < data.split.train, F.lit("train"))
-        .when(bucket < data.split.train + data.split.val, F.lit("val"))
-        .otherwise(F.lit("test"))
-    )
+    raw = sources.read_source(spark, data)
+    classes = list(data.source.classes) if data.source.classes is not None else raw.classes
+    checks = validate.label_checks(raw.label, classes)
+    reasons = [*raw.reasons, *map(validate.check_reason, checks), *(r for b in raw.features for r in b.reasons())]
+    row_id = F.xxhash64(F.lit(data.split.salt), *[F.coalesce(F.col(c).cast("string"), F.lit("")) for c in raw.key])
     checked = (
-        raw.withColumn("_reason", validate.first_reason(reasons))
+        raw.df.withColumn("_reason", validate.first_reason(reasons))
         .withColumn(ROW_ID_COLUMN, row_id)
-        .withColumn("_split", split_col)
+        .withColumn("_split", _split_column(data.split, raw.source_split))
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
     try:
-        return _write_all(cfg, spark, checked, staging, name, fp, code, files, columns, tensor_cols, started)
+        return _write_all(cfg, checked, raw, classes, staging, name, fp, code, files, started)
     finally:
         checked.unpersist()
 
 
-def _write_all(cfg, spark, checked, staging, name, fp, code, files, columns, tensor_cols, started) -> dict:
+def _split_column(split, source_split: str | None):
+    """'train' / 'val' / 'test' from the row id's hash bucket (or the source's own split)."""
     from pyspark.sql import functions as F
 
-    data = cfg.data
-    label = data.source.label
-    counts = checked.groupBy(F.col("_reason.code").alias("code"), "_split").count().collect()
-    input_rows = sum(r["count"] for r in counts)
-    if input_rows == 0:
-        raise PrepareError(f"{data.source.path}: no rows to read; is the input empty?")
+    bucket = F.pmod(F.col(ROW_ID_COLUMN), F.lit(_BUCKETS)) / F.lit(float(_BUCKETS))
+    if source_split is not None and split.use_source:
+        val_share = split.val / (split.train + split.val)
+        return F.when(F.col(source_split) == "test", F.lit("test")).when(bucket < val_share, F.lit("val")).otherwise(F.lit("train"))
+    return (
+        F.when(bucket < split.train, F.lit("train"))
+        .when(bucket < split.train + split.val, F.lit("val"))
+        .otherwise(F.lit("test"))
+    )
+
+
+def _count(checked) -> tuple[int, dict[str, int], dict[str, int]]:
+    """Input rows, rejected rows by reason code, kept rows by split: one Spark job."""
+    from pyspark.sql import functions as F
+
     by_reason: dict[str, int] = {}
     split_rows = dict.fromkeys(SPLITS, 0)
-    for r in counts:
+    for r in checked.groupBy(F.col("_reason.code").alias("code"), "_split").count().collect():
         if r["code"] is None:
             split_rows[r["_split"]] += r["count"]
         else:
             by_reason[r["code"]] = by_reason.get(r["code"], 0) + r["count"]
+    return sum(by_reason.values()) + sum(split_rows.values()), by_reason, split_rows
+
+
+def _write_all(cfg, checked, raw, classes, staging, name, fp, code, files, started) -> dict:
+    from pyspark.sql import functions as F
+
+    data = cfg.data
+    where = data.source.path or f"synthetic {data.source.synthetic.kind} source"
+    input_rows, by_reason, split_rows = _count(checked)
+    if input_rows == 0:
+        raise PrepareError(f"{where}: no rows to read; is the input empty?")
     rejected = sum(by_reason.values())
-    _check_reject_fraction(data, rejected, input_rows, by_reason)
+    _check_reject_fraction(data, where, rejected, input_rows, by_reason)
     if split_rows["train"] == 0:
-        raise PrepareError(f"{data.source.path}: no valid rows landed in the train split ({input_rows} input, {rejected} rejected)")
+        raise PrepareError(f"{where}: no valid rows landed in the train split ({input_rows} input, {rejected} rejected)")
 
     (
         checked.where(F.col("_reason").isNotNull())
-        .select(*columns, F.col("_reason.detail").alias(REASON_COLUMN), F.col("_reason.code").alias("reason_code"))
+        .select(*raw.columns, F.col("_reason.detail").alias(REASON_COLUMN), F.col("_reason.code").alias("reason_code"))
         .write.mode("error")
         .parquet(str(staging / "rejected"))
     )
 
     good = checked.where(F.col("_reason").isNull())
+    label = F.trim(F.col(raw.label).cast("string"))
     # Undeclared classes come from every valid row, so val/test labels always map.
-    classes = list(data.source.classes) if data.source.classes is not None else sorted(
-        r[0] for r in good.select(F.trim(F.col(label))).distinct().collect()
-    )
+    if classes is None:
+        classes = sorted(r[0] for r in good.select(label).distinct().collect())
     label_index = F.create_map(*[x for i, c in enumerate(classes) for x in (F.lit(c), F.lit(i))])
-    tensor_name = data.tensor.name
+    for builder in raw.features:
+        good = builder.prepared(good)
+    train = good.where(F.col("_split") == "train")
+    fitted = {b.name: b.fit(train) for b in raw.features}
+    features = {b.name: b.spec(fitted[b.name]) for b in raw.features}
     rows = good.select(
-        F.transform(F.array(*[F.col(c) for c in tensor_cols]), lambda x: F.trim(x).cast("double").cast("int")).alias(tensor_name),
-        label_index[F.trim(F.col(label))].alias(LABEL_COLUMN),
+        *[out for b in raw.features for out in b.outputs(fitted[b.name])],
+        label_index[label].alias(LABEL_COLUMN),
         F.col(ROW_ID_COLUMN),
         F.col("_split"),
     )
-
-    stats = featurize.fit_tensor_stats(rows.where(F.col("_split") == "train"), tensor_name)
-    features = {tensor_name: tensor_feature(data.tensor.dtype, data.tensor.shape)}
+    rows_per_shard = _rows_per_shard(data.shards, features, fitted)
     splits = {}
     for split in SPLITS:
         shard_list = shards.write_split(
@@ -152,13 +160,13 @@ def _write_all(cfg, spark, checked, staging, name, fp, code, files, columns, ten
             split=split,
             rows=split_rows[split],
             features=features,
-            rows_per_shard=data.shards.rows_per_shard,
+            rows_per_shard=rows_per_shard,
             row_group_rows=data.shards.row_group_rows,
             compression=data.shards.compression,
         )
         written = sum(s["rows"] for s in shard_list)
         if written != split_rows[split]:
-            raise PrepareError(f"split {split}: counted {split_rows[split]} rows but wrote {written}; input changed during prepare?")
+            raise PrepareError(f"split {split}: counted {split_rows[split]} rows but wrote {written}; did the input change during prepare?")
         splits[split] = {"rows": written, "shards": shard_list}
 
     kept = sum(s["rows"] for s in splits.values())
@@ -170,48 +178,42 @@ def _write_all(cfg, spark, checked, staging, name, fp, code, files, columns, ten
         "fingerprint": fp,
         "code_version": code,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "source": {"type": data.source.type, "path": data.source.path, "files": len(files), "columns": columns},
+        "source": {"type": data.source.type, "path": data.source.path, "files": len(files), "columns": raw.columns},
         "input_rows": input_rows,
         "rejected": {"rows": rejected, "by_reason": dict(sorted(by_reason.items())), "path": "rejected"},
         "schema": {
             "features": features,
-            "label": {"column": LABEL_COLUMN, "source_column": label, "num_classes": len(classes), "classes": classes},
+            "label": {"column": LABEL_COLUMN, "source_column": raw.label, "num_classes": len(classes), "classes": classes},
             "row_id": ROW_ID_COLUMN,
         },
-        "featurizer": {tensor_name: {"type": "standardize", **stats, "source_columns": tensor_cols}, "label_map": {c: i for i, c in enumerate(classes)}},
+        "featurizer": {**fitted, "label_map": {c: i for i, c in enumerate(classes)}},
         "splits": splits,
         "prepare_seconds": round(time.time() - started, 3),
     }
 
 
-def _tensor_columns(tensor: TensorConfig, columns: list[str], label: str, key: list[str]) -> list[str]:
-    wanted = list(tensor.columns) if tensor.columns is not None else [c for c in columns if c != label and c not in key]
-    missing = [c for c in wanted if c not in columns]
-    if missing:
-        raise PrepareError(f"data.tensor.columns names {_short(missing)} which the input lacks; columns are {_short(columns)}")
-    size = math.prod(tensor.shape)
-    if len(wanted) != size:
-        raise PrepareError(
-            f"data.tensor.shape {list(tensor.shape)} needs {size} columns but {len(wanted)} were found "
-            f"({_short(wanted)}); fix data.tensor.shape or data.tensor.columns"
-        )
-    return wanted
+def _rows_per_shard(cfg: ShardConfig, features: dict, fitted: dict) -> int:
+    """Rows per file: the configured count, or what fits ``bytes_per_shard`` (uncompressed)."""
+    if cfg.bytes_per_shard is None:
+        return cfg.rows_per_shard
+    row_bytes = 12  # label + row id
+    for name, spec in features.items():
+        if spec["kind"] == "sequence":
+            row_bytes += int(fitted[name].get("mean_length", 64) * spec["dims"] * 4) + 8
+        else:
+            row_bytes += math.prod(spec["shape"]) * (1 if spec["dtype"] == "uint8" else 4)
+    return max(1, cfg.bytes_per_shard // row_bytes)
 
 
-def _check_reject_fraction(data, rejected: int, input_rows: int, by_reason: dict) -> None:
+def _check_reject_fraction(data, where: str, rejected: int, input_rows: int, by_reason: dict) -> None:
     fraction = rejected / input_rows
     if fraction <= data.reject.max_fraction:
         return
     top = ", ".join(f"{code!r}: {n}" for code, n in sorted(by_reason.items(), key=lambda kv: -kv[1])[:5])
     message = (
-        f"{data.source.path}: {rejected} of {input_rows} rows ({fraction:.1%}) failed validation, "
+        f"{where}: {rejected} of {input_rows} rows ({fraction:.1%}) failed validation, "
         f"above data.reject.max_fraction={data.reject.max_fraction}. Most common: {top}"
     )
     if data.reject.action == "fail":
         raise PrepareError(message + ". Nothing was published; fix the input, or raise the threshold / set data.reject.action=quarantine")
     log.warning("%s; publishing anyway (data.reject.action=quarantine)", message)
-
-
-def _short(items: list[str], limit: int = 8) -> str:
-    items = list(items)
-    return str(items) if len(items) <= limit else f"[{', '.join(items[:limit])}, ... ({len(items)} in all)]"

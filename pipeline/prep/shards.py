@@ -12,7 +12,7 @@ import math
 import os
 from functools import partial
 
-from pipeline.schema import LABEL_COLUMN, ROW_ID_COLUMN, shard_schema
+from pipeline.schema import LABEL_COLUMN, ROW_ID_COLUMN, feature_columns, shard_schema
 
 SHARD_META_DDL = "path string, rows long, row_groups array<long>, bytes long, sha256 string"
 
@@ -27,7 +27,8 @@ def file_sha256(path: str, chunk: int = 1 << 20) -> str:
 
 
 def to_shard_batch(batch, features: dict):
-    """Convert a Spark Arrow batch (list<int32> tensors) to the shard schema (uint8 lists)."""
+    """Convert a Spark Arrow batch (Spark arrays are variable lists of int32/float) to the
+    shard schema (fixed-size lists of the storage dtype; float32 lists for sequences)."""
     import pyarrow as pa
 
     schema = shard_schema(features)
@@ -36,6 +37,8 @@ def to_shard_batch(batch, features: dict):
         col = batch.column(batch.schema.get_field_index(field.name))
         if pa.types.is_fixed_size_list(field.type):
             values = col.flatten().cast(field.type.value_type)
+            if len(values) != len(col) * field.type.list_size:
+                raise ValueError(f"column {field.name}: rows hold {len(values)} values in all, expected {len(col)} x {field.type.list_size}")
             col = pa.FixedSizeListArray.from_arrays(values, field.type.list_size)
         else:
             col = col.cast(field.type)
@@ -100,7 +103,7 @@ def write_split(df, *, out_dir: str, split: str, rows: int, features: dict, rows
     if rows == 0:
         return []
     n_shards = max(1, math.ceil(rows / rows_per_shard))
-    columns = list(features) + [LABEL_COLUMN, ROW_ID_COLUMN]
+    columns = feature_columns(features) + [LABEL_COLUMN, ROW_ID_COLUMN]
     body = partial(write_partition, out_dir=out_dir, rel_dir=split, features=features, row_group_rows=row_group_rows, compression=compression)
     meta = df.select(*columns).repartition(n_shards).sortWithinPartitions(ROW_ID_COLUMN).mapInArrow(body, SHARD_META_DDL).collect()
     shards = [

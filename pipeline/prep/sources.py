@@ -1,17 +1,50 @@
-"""Reading raw sources into a DataFrame of string columns plus a malformed-row marker."""
+"""Reading raw sources into one DataFrame shape the rest of prepare understands.
+
+Every source returns a :class:`RawData`: the rows (raw values kept for ``rejected/``),
+the label and key columns, the input files (for the fingerprint), and the feature
+builders that turn raw columns into shard features.
+"""
 from __future__ import annotations
 
 import glob
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.config import SourceConfig
+from pipeline.config import DataConfig
 
 CORRUPT_COLUMN = "_corrupt_record"
 
 
 class SourceError(ValueError):
     """An input that cannot be read; the message names the path and what to do."""
+
+
+@dataclass
+class RawData:
+    """Rows of a source before validation.
+
+    Args:
+        df: the rows; ``columns`` are kept verbatim in rejected/.
+        columns: raw columns a user recognises (written to rejected/).
+        label: column holding the raw label.
+        key: columns hashed into the row id (decides the split).
+        files: input files (their paths, sizes and mtimes enter the fingerprint).
+        features: feature builders (see :mod:`pipeline.prep.features`).
+        reasons: source-level reason columns (e.g. malformed lines), checked first.
+        classes: label set the source declares (UCR header, generators), if any.
+        source_split: column holding 'train'/'test' when the source is pre-split.
+    """
+
+    df: object
+    columns: list[str]
+    label: str
+    key: list[str]
+    files: list[str]
+    features: list = field(default_factory=list)
+    reasons: list = field(default_factory=list)
+    classes: list[str] | None = None
+    source_split: str | None = None
 
 
 def list_input_files(path: str) -> list[str]:
@@ -29,7 +62,7 @@ def list_input_files(path: str) -> list[str]:
     return sorted(files)
 
 
-def read_csv(spark, source: SourceConfig):
+def read_csv(spark, data: DataConfig):
     """Read a CSV as all-string columns, keeping malformed lines instead of dropping them.
 
     Every value stays a string so validation, not the parser, decides what is bad and
@@ -38,26 +71,119 @@ def read_csv(spark, source: SourceConfig):
     """
     from pyspark.sql.types import StringType, StructField, StructType
 
-    path = source.path
-    options = {"header": str(source.header).lower(), "mode": "PERMISSIVE", "encoding": "UTF-8"}
-    probe = spark.read.options(**options).csv(path)
+    source = data.source
+    options = {"header": str(source.header).lower(), "mode": "PERMISSIVE", "encoding": "UTF-8", "sep": source.delimiter}
+    probe = spark.read.options(**options).csv(source.path)
     names = probe.columns if source.header else [f"c{i}" for i in range(len(probe.columns))]
-    if not names:
-        raise SourceError(f"{path}: no columns found; is the file empty?")
+    if not names or (len(names) == 1 and probe.limit(1).count() == 0):
+        raise SourceError(f"{source.path}: no columns found; is the file empty?")
     schema = StructType([StructField(n, StringType()) for n in names] + [StructField(CORRUPT_COLUMN, StringType())])
-    df = (
-        spark.read.options(**options, columnNameOfCorruptRecord=CORRUPT_COLUMN)
-        .schema(schema)
-        .csv(path)
-    )
+    df = spark.read.options(**options, columnNameOfCorruptRecord=CORRUPT_COLUMN).schema(schema).csv(source.path)
     return df, names
 
 
-def read_source(spark, source: SourceConfig):
-    """Return ``(df, columns)`` for the configured source: string columns + corrupt marker."""
+def read_json(spark, data: DataConfig):
+    """Read JSON lines; malformed lines keep their text in ``_corrupt_record``."""
+    from pyspark.sql.types import StructField
+
+    path = data.source.path
+    probe = spark.read.option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT_COLUMN).json(path)
+    names = [c for c in probe.columns if c != CORRUPT_COLUMN]
+    if not names:
+        raise SourceError(f"{path}: no JSON objects found; is the file empty or not JSON lines?")
+    schema = probe.schema
+    if CORRUPT_COLUMN not in probe.columns:
+        from pyspark.sql.types import StringType
+
+        schema = schema.add(StructField(CORRUPT_COLUMN, StringType()))
+    df = spark.read.schema(schema).option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT_COLUMN).json(path)
+    return df, names
+
+
+def read_table(spark, data: DataConfig) -> RawData:
+    """CSV, JSON lines or Parquet; features from ``data.tensor`` or ``data.table``."""
+    from pyspark.sql import functions as F
+
+    from pipeline.prep import features, validate
+
+    source = data.source
+    files = list_input_files(source.path)
+    if source.type == "csv":
+        df, columns = read_csv(spark, data)
+    elif source.type == "json":
+        df, columns = read_json(spark, data)
+    else:
+        df = spark.read.parquet(source.path)
+        columns = df.columns
+        df = df.withColumn(CORRUPT_COLUMN, F.lit(None).cast("string"))
+    if not columns:
+        raise SourceError(f"{source.path}: no columns found")
+    _require_columns(source.path, columns, [source.label], "data.source.label")
+    key = list(source.key or columns)
+    _require_columns(source.path, columns, key, "data.source.key")
+    typed = source.type != "csv"
+    builders = []
+    if data.tensor is not None:
+        t = data.tensor
+        tensor_cols = list(t.columns) if t.columns is not None else [c for c in columns if c != source.label and c not in (source.key or [])]
+        _require_columns(source.path, columns, tensor_cols, "data.tensor.columns")
+        size = _prod(t.shape)
+        if len(tensor_cols) != size:
+            raise SourceError(
+                f"data.tensor.shape {list(t.shape)} needs {size} columns but {len(tensor_cols)} were found "
+                f"({_short(tensor_cols)}); fix data.tensor.shape or data.tensor.columns"
+            )
+        builders.append(features.TensorFromColumns(t.name, tensor_cols, list(t.shape), t.min, t.max, t.dtype, typed=typed))
+    elif data.table is not None and (data.table.numeric or data.table.categorical):
+        _require_columns(source.path, columns, data.table.numeric, "data.table.numeric")
+        _require_columns(source.path, columns, data.table.categorical, "data.table.categorical")
+        if data.table.numeric:
+            builders.append(features.NumericColumns(list(data.table.numeric), typed=typed))
+        if data.table.categorical:
+            builders.append(features.CategoricalColumns(list(data.table.categorical), data.table.top_k))
+    else:
+        raise SourceError("a table source needs data.tensor (numeric columns forming a tensor) or data.table (numeric / categorical columns)")
+    malformed = validate.malformed_check(len(columns)) if source.type == "csv" else validate.Check(
+        F.col(CORRUPT_COLUMN).isNotNull(), "malformed line: not a JSON object", F.col(CORRUPT_COLUMN)
+    )
+    return RawData(df, columns, source.label, key, files, builders, [validate.check_reason(malformed)])
+
+
+def read_source(spark, data: DataConfig) -> RawData:
+    """Dispatch on ``data.source.type``."""
+    source = data.source
+    if source.type == "synthetic":
+        from pipeline.prep.synthetic import read_synthetic
+
+        return read_synthetic(spark, data)
     if source.path is None:
         raise SourceError("data.source.path is not set; name the input file or directory in the config")
-    list_input_files(source.path)
-    if source.type == "csv":
-        return read_csv(spark, source)
-    raise SourceError(f"data.source.type {source.type!r} is not implemented yet")
+    if source.type in ("csv", "json", "parquet"):
+        return read_table(spark, data)
+    if source.type == "images":
+        from pipeline.prep.images import read_images
+
+        return read_images(spark, data)
+    if source.type == "ucr":
+        from pipeline.prep.ucr import read_ucr
+
+        return read_ucr(spark, data)
+    raise SourceError(f"data.source.type {source.type!r} is not supported")
+
+
+def _require_columns(path: str, columns: list[str], wanted: list[str], key: str) -> None:
+    missing = [c for c in wanted if c not in columns]
+    if missing:
+        raise SourceError(f"{path}: {key} names column(s) {_short(missing)} not in the input; columns are {_short(columns)}")
+
+
+def _prod(shape) -> int:
+    out = 1
+    for s in shape:
+        out *= s
+    return out
+
+
+def _short(items, limit: int = 8) -> str:
+    items = list(items)
+    return str(items) if len(items) <= limit else f"[{', '.join(items[:limit])}, ... ({len(items)} in all)]"

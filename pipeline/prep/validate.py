@@ -6,9 +6,9 @@ A reason is a struct of ``code`` (stable, counted in the manifest, e.g.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from pipeline.config import TensorConfig
 from pipeline.prep.sources import CORRUPT_COLUMN
 
 
@@ -21,34 +21,39 @@ class Check:
     value: object = None
 
 
-def tensor_reason(columns: list[str], tensor: TensorConfig):
-    """Reason struct for the first bad value among the tensor's columns, or null.
+def numeric_reason(columns: list[str], low: float, high: float, integer: bool, typed: bool):
+    """Reason struct for the first bad value among numeric ``columns``, or null.
 
+    Checks: present, numeric, finite, within [low, high], integral if ``integer``.
+    ``typed`` columns are already numeric (Parquet, JSON, generators), others are text.
     Built with array higher-order functions, so the expression has the same size for 64
     columns or 50,000 (one ``when`` per column would outgrow Spark's generated code).
     """
     from pyspark.sql import functions as F
 
-    values = F.array(*[F.col(c) for c in columns])
+    values = F.array(*[F.col(c).cast("double") if typed else F.col(c) for c in columns])
     names = F.array(*[F.lit(c) for c in columns])
+    bounded = math.isfinite(low) or math.isfinite(high)
 
     def problem(raw):
-        text = F.trim(raw)
-        num = text.try_cast("double")  # ANSI mode (Spark 4 default) would fail the job on "abc"
+        text = raw if typed else F.trim(raw)
+        num = raw if typed else text.try_cast("double")  # ANSI mode (Spark 4 default) would fail the job on "abc"
+        missing = raw.isNull() if typed else raw.isNull() | (text == "")
         code = (
-            F.when(raw.isNull() | (text == ""), F.lit("missing value"))
+            F.when(missing, F.lit("missing value"))
             .when(num.isNull(), F.lit("not a number"))
             .when(F.isnan(num) | (F.abs(num) == float("inf")), F.lit("NaN or infinite"))
-            .when((num < tensor.min) | (num > tensor.max), F.lit(f"outside [{tensor.min:g}, {tensor.max:g}]"))
         )
-        if tensor.dtype == "uint8":
+        if bounded:
+            code = code.when((num < low) | (num > high), F.lit(f"outside [{low:g}, {high:g}]"))
+        if integer:
             code = code.when(num != F.floor(num), F.lit("not an integer"))
         return code
 
     problems = F.transform(values, problem)
     first = F.array_position(F.transform(problems, lambda p: p.isNotNull()), True).cast("int")
     code = F.concat(F.element_at(names, first), F.lit(": "), F.element_at(problems, first))
-    detail = F.concat(code, F.lit(": "), F.coalesce(F.element_at(values, first), F.lit("null")))
+    detail = F.concat(code, F.lit(": "), F.coalesce(F.element_at(values, first).cast("string"), F.lit("null")))
     return F.when(first > 0, F.struct(code.alias("code"), detail.alias("detail")))
 
 
@@ -56,7 +61,7 @@ def label_checks(label: str, classes: list[str] | None) -> list[Check]:
     """Checks for the label column: present and, when declared, one of the classes."""
     from pyspark.sql import functions as F
 
-    raw = F.trim(F.col(label))
+    raw = F.trim(F.col(label).cast("string"))
     checks = [Check(raw.isNull() | (raw == ""), f"{label}: missing label")]
     if classes is not None:
         checks.append(Check(~raw.isin(list(classes)), f"{label}: label not in data.source.classes", raw))
