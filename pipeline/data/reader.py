@@ -13,8 +13,9 @@ import pyarrow.parquet as pq
 import torch
 
 from pipeline.data import assign
+from pipeline.data.ragged import Ragged, concat, slice_rows, take
 from pipeline.manifest import read_manifest
-from pipeline.schema import LABEL_COLUMN, ROW_ID_COLUMN, check_shard_schema
+from pipeline.schema import LABEL_COLUMN, ROW_ID_COLUMN, check_shard_schema, feature_columns, length_column
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,11 @@ def _sha256(path: Path) -> str:
 class ShardReader(torch.utils.data.IterableDataset):
     """Batches of one rank's share of one split, as dicts of tensors.
 
-    A batch holds each feature (float32, standardised with the manifest's featurizer),
-    ``label`` (int64 class index) and ``row_id`` (int64, the row's stable id).
+    A batch holds each feature, ``label`` (int64 class index) and ``row_id`` (int64, the
+    row's stable id). Tensors are float32 (uint8 images standardised here with the
+    manifest's per-channel mean/std); categorical columns int64 [B, columns]; a
+    sequence feature ``s`` is float32 [B, longest in batch, dims] zero-padded, with its
+    lengths in ``s_length``.
 
     In ``train`` mode every rank yields exactly ``len(reader)`` batches per epoch (see
     :mod:`pipeline.data.assign`), in a seeded order that changes each epoch. In ``eval``
@@ -97,10 +101,15 @@ class ShardReader(torch.utils.data.IterableDataset):
             self.plan = None
         else:
             raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
-        self._norm = {
-            name: (float(self.manifest["featurizer"][name]["mean"]), float(self.manifest["featurizer"][name]["std"]))
-            for name in self.features
-        }
+        self._norm = {}
+        for name, spec in self.features.items():
+            fitted = self.manifest["featurizer"].get(name, {})
+            if fitted.get("applied_in") == "reader":
+                view = (-1,) + (1,) * (len(spec["shape"]) - 1)
+                self._norm[name] = (
+                    torch.tensor(fitted["mean"], dtype=torch.float32).view(view),
+                    torch.tensor(fitted["std"], dtype=torch.float32).view(view),
+                )
 
     def _check_files(self, verify: bool) -> None:
         for shard in self.shards:
@@ -147,18 +156,26 @@ class ShardReader(torch.utils.data.IterableDataset):
         lo, hi = assign.rank_range(self.plan, self.rank)
         return assign.segments_for(order, lo, hi)
 
-    def _decode(self, table: pa.Table) -> dict[str, np.ndarray]:
+    def _decode(self, table: pa.Table) -> dict:
+        """Arrow -> numpy through the flat values buffers: no per-row Python."""
         out = {}
         for name, spec in self.features.items():
             col = table.column(name).combine_chunks()
-            out[name] = col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), *spec["shape"])
+            values = col.flatten().to_numpy(zero_copy_only=False)
+            if spec["kind"] == "sequence":
+                lengths = table.column(length_column(name)).to_numpy().astype(np.int64)
+                offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+                np.cumsum(lengths, out=offsets[1:])
+                out[name] = Ragged(values.reshape(-1, spec["dims"]), offsets)
+            else:
+                out[name] = values.reshape(len(col), *spec["shape"])
         out[LABEL_COLUMN] = table.column(LABEL_COLUMN).to_numpy().astype(np.int64, copy=False)
         out[ROW_ID_COLUMN] = table.column(ROW_ID_COLUMN).to_numpy()
         return out
 
     def _read_segments(self, segments: list[assign.Segment]) -> Iterator[dict[str, np.ndarray]]:
         files: dict[int, pq.ParquetFile] = {}
-        columns = list(self.features) + [LABEL_COLUMN, ROW_ID_COLUMN]
+        columns = feature_columns(self.features) + [LABEL_COLUMN, ROW_ID_COLUMN]
         try:
             for seg in segments:
                 shard = seg.group.shard
@@ -195,22 +212,34 @@ class ShardReader(torch.utils.data.IterableDataset):
 
     def _cut(self, buffer, rng, final: bool = False):
         """Concatenate and (shuffle) the buffer; return full batches and the leftover."""
-        merged = {k: np.concatenate([c[k] for c in buffer]) for k in buffer[0]}
+        merged = {k: concat([c[k] for c in buffer]) for k in buffer[0]}
         n = len(merged[LABEL_COLUMN])
         if rng is not None:
             perm = rng.permutation(n)
-            merged = {k: v[perm] for k, v in merged.items()}
+            merged = {k: take(v, perm) for k, v in merged.items()}
         full = n if final else (n // self.batch_size) * self.batch_size
-        batches = [self._collate({k: v[i : i + self.batch_size] for k, v in merged.items()}) for i in range(0, full, self.batch_size)]
-        rest = {k: v[full:] for k, v in merged.items()}
+        batches = [
+            self._collate({k: slice_rows(v, i, min(i + self.batch_size, n)) for k, v in merged.items()})
+            for i in range(0, full, self.batch_size)
+        ]
+        rest = {k: slice_rows(v, full, n) for k, v in merged.items()}
         left = n - full
         return batches, ([rest] if left else []), left
 
-    def _collate(self, rows: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    def _collate(self, rows: dict) -> dict[str, torch.Tensor]:
         batch = {}
-        for name in self.features:
-            mean, std = self._norm[name]
-            batch[name] = torch.from_numpy(np.ascontiguousarray(rows[name])).float().sub_(mean).div_(std)
+        for name, spec in self.features.items():
+            if spec["kind"] == "sequence":
+                batch[name], batch[length_column(name)] = rows[name].padded()
+                continue
+            tensor = torch.from_numpy(np.ascontiguousarray(rows[name]))
+            if spec["kind"] == "categorical":
+                batch[name] = tensor.long()
+            elif name in self._norm:
+                mean, std = self._norm[name]
+                batch[name] = tensor.float().sub_(mean).div_(std)
+            else:
+                batch[name] = tensor.float()
         for name in (LABEL_COLUMN, ROW_ID_COLUMN):
             batch[name] = torch.from_numpy(np.ascontiguousarray(rows[name]))
         return batch

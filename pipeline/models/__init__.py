@@ -1,44 +1,99 @@
 """MLP, CNN and RNN classifiers as plain ``nn.Module``s, sized from the dataset manifest.
 
-Models know nothing of ranks or collectives. Each takes the batch's feature tensor
-(``forward(x)``) and returns class logits.
+Models know nothing of ranks or collectives. ``build_model`` wraps the chosen network in
+:class:`Classifier`, which picks its inputs out of a reader batch (a dict of tensors) by
+the feature names in the manifest, so the trainer and scorer call ``model(batch)``.
 """
 from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
 
 from pipeline.config import ModelConfig
 from pipeline.models.cnn import ConvNet
 from pipeline.models.mlp import MLP
+from pipeline.models.rnn import RNNClassifier
+from pipeline.schema import length_column
 
 
 class ModelError(ValueError):
     """A model type that cannot consume the dataset's features."""
 
 
-def input_feature(schema: dict) -> tuple[str, dict]:
-    """The single feature the model consumes, with its manifest spec."""
-    features = schema["features"]
-    if len(features) != 1:
-        raise ModelError(f"models take one feature tensor; the dataset has {sorted(features)}")
-    name, spec = next(iter(features.items()))
-    return name, spec
+def _embedding_dim(cardinality: int) -> int:
+    """The usual rule of thumb: grows with the vocabulary, capped."""
+    return int(min(16, max(2, round(1.6 * cardinality**0.56))))
 
 
-def build_model(cfg: ModelConfig, schema: dict) -> nn.Module:
+class Classifier(nn.Module):
+    """Routes a batch's features into a network.
+
+    Args:
+        kind: mlp, cnn or rnn.
+        network: the network itself.
+        tensors: names of float tensor features (flattened and concatenated for the MLP).
+        categorical: name of the categorical feature (MLP embeddings), if any.
+        cardinalities: vocabulary size (with the OOV bucket) per categorical column.
+        sequence: name of the sequence feature (RNN), if any.
+    """
+
+    def __init__(self, kind: str, network: nn.Module, tensors: list[str], categorical: str | None = None,
+                 cardinalities: list[int] | None = None, sequence: str | None = None):
+        super().__init__()
+        self.kind, self.network = kind, network
+        self.tensors, self.categorical, self.sequence = list(tensors), categorical, sequence
+        self.embeddings = nn.ModuleList(nn.Embedding(c, _embedding_dim(c)) for c in (cardinalities or []))
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.kind == "rnn":
+            if self.sequence is not None:
+                return self.network(batch[self.sequence], batch[length_column(self.sequence)])
+            x = batch[self.tensors[0]].transpose(1, 2)  # equal-length series [B, dims, L] -> [B, L, dims]
+            return self.network(x, torch.full((len(x),), x.shape[1], dtype=torch.int64))
+        if self.kind == "cnn":
+            return self.network(batch[self.tensors[0]])
+        parts = [batch[name].flatten(1) for name in self.tensors]
+        if self.categorical is not None:
+            codes = batch[self.categorical]
+            parts += [emb(codes[:, i]) for i, emb in enumerate(self.embeddings)]
+        return self.network(torch.cat(parts, dim=1))
+
+
+def build_model(cfg: ModelConfig, schema: dict) -> Classifier:
     """Build the configured model with input/output sizes taken from ``schema``."""
-    _, spec = input_feature(schema)
+    features = schema["features"]
     num_classes = int(schema["label"]["num_classes"])
-    shape = list(spec["shape"])
+    tensors = [n for n, s in features.items() if s["kind"] == "tensor"]
+    categorical = next((n for n, s in features.items() if s["kind"] == "categorical"), None)
+    sequence = next((n for n, s in features.items() if s["kind"] == "sequence"), None)
     if cfg.type == "mlp":
-        return MLP(math.prod(shape), num_classes, cfg.hidden, cfg.dropout, cfg.batch_norm)
+        if sequence is not None:
+            raise ModelError("model.type=mlp needs fixed-size features; this dataset has variable-length sequences: use model.type=rnn")
+        cards = features[categorical]["cardinalities"] if categorical else []
+        width = sum(math.prod(features[n]["shape"]) for n in tensors) + sum(_embedding_dim(c) for c in cards)
+        net = MLP(width, num_classes, cfg.hidden, cfg.dropout, cfg.batch_norm)
+        return Classifier("mlp", net, tensors, categorical, cards)
     if cfg.type == "cnn":
-        if len(shape) not in (2, 3):
-            raise ModelError(f"model.type=cnn needs a [C, L] series or [C, H, W] image; feature shape is {shape}")
-        return ConvNet(shape, num_classes, cfg.channels, cfg.kernel_size, cfg.dropout, cfg.batch_norm)
-    raise ModelError(f"model.type={cfg.type!r} is not implemented yet for feature shape {shape}; use mlp or cnn")
+        shapes = [features[n]["shape"] for n in tensors]
+        if len(tensors) != 1 or len(shapes[0]) not in (2, 3) or categorical or sequence:
+            raise ModelError(f"model.type=cnn needs one [C, L] series or [C, H, W] image feature; the dataset has {_describe(features)}")
+        return Classifier("cnn", ConvNet(shapes[0], num_classes, cfg.channels, cfg.kernel_size, cfg.dropout, cfg.batch_norm), tensors)
+    if cfg.type == "rnn":
+        if sequence is not None:
+            dims = features[sequence]["dims"]
+        elif len(tensors) == 1 and len(features[tensors[0]]["shape"]) == 2:
+            dims = features[tensors[0]]["shape"][0]
+        else:
+            raise ModelError(f"model.type=rnn needs a sequence or a [dims, length] series feature; the dataset has {_describe(features)}")
+        net = RNNClassifier(dims, num_classes, cfg.rnn_hidden, cfg.rnn_layers, cfg.rnn_cell, cfg.bidirectional, cfg.dropout)
+        return Classifier("rnn", net, tensors, sequence=sequence)
+    raise ModelError(f"unknown model.type {cfg.type!r}")
 
 
-__all__ = ["ConvNet", "MLP", "ModelError", "build_model", "input_feature"]
+def _describe(features: dict) -> str:
+    return ", ".join(f"{n} ({s['kind']} {s.get('shape', s.get('dims'))})" for n, s in features.items())
+
+
+__all__ = ["Classifier", "ConvNet", "MLP", "ModelError", "RNNClassifier", "build_model"]

@@ -18,7 +18,7 @@ from pipeline.config import Config, TrainConfig
 from pipeline.data import ShardReader
 from pipeline.dist import Collective
 from pipeline.manifest import read_manifest
-from pipeline.models import build_model, input_feature
+from pipeline.models import build_model
 from pipeline.schema import LABEL_COLUMN
 from pipeline.train import run_dir as rd
 
@@ -65,7 +65,6 @@ class Trainer:
     def __init__(self, cfg: Config, collective: Collective, dataset: str | Path | None = None):
         self.cfg, self.coll = cfg, collective
         self.version_dir, self.manifest = read_manifest(dataset or dataset_path(cfg))
-        self.feature, _ = input_feature(self.manifest["schema"])
         tc, rc = cfg.train, cfg.data.reader
         rank, size = collective.rank, collective.size
         self.train_reader = ShardReader(
@@ -137,8 +136,8 @@ class Trainer:
             t0 = time.perf_counter()
             batch = next(batches)
             waited += time.perf_counter() - t0
-            x, y = batch[self.feature], batch[LABEL_COLUMN]
-            logits = self.model(x)
+            y = batch[LABEL_COLUMN]
+            logits = self.model(batch)
             loss = F.cross_entropy(logits, y)
             self.optimizer.zero_grad()
             loss.backward()
@@ -173,8 +172,8 @@ class Trainer:
         self.model.eval()
         sums = torch.zeros(3, dtype=torch.float64)
         for batch in reader:
-            x, y = batch[self.feature], batch[LABEL_COLUMN]
-            logits = self.model(x)
+            y = batch[LABEL_COLUMN]
+            logits = self.model(batch)
             loss = F.cross_entropy(logits, y, reduction="sum")
             sums += torch.tensor([loss.item(), (logits.argmax(1) == y).sum().item(), len(y)], dtype=torch.float64)
         total = self.coll.allreduce_sum(sums, name=f"eval.{split}")  # collective

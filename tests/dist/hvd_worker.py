@@ -23,7 +23,7 @@ def main(out_dir: str, config: str, overrides: list[str]) -> None:
     local = torch.zeros(3, dtype=torch.float64)
     with torch.no_grad():
         for batch in trainer.eval_readers["val"]:
-            logits = model(batch[trainer.feature])
+            logits = model(batch)
             y = batch[LABEL_COLUMN]
             local += torch.tensor([F.cross_entropy(logits, y, reduction="sum").item(), (logits.argmax(1) == y).sum().item(), len(y)], dtype=torch.float64)
     reduced = coll.allreduce_sum(local, name="test.val")

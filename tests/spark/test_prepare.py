@@ -106,9 +106,9 @@ def test_too_many_rejects_fails_and_publishes_nothing(spark, tmp_path):
 def test_missing_input_and_missing_label_column_are_named(spark, tmp_path):
     with pytest.raises(SourceError, match="nowhere.csv.*does not exist"):
         prepare(digits_config(tmp_path, None, f"data.source.path={tmp_path / 'nowhere.csv'}"), spark)
-    with pytest.raises(PrepareError, match="label column 'c99' not found"):
+    with pytest.raises(SourceError, match=r"data.source.label names column\(s\) \['c99'\] not in the input"):
         prepare(digits_config(tmp_path, None, "data.source.label=c99"), spark)
-    with pytest.raises(PrepareError, match=r"shape \[1, 8, 9\] needs 72 columns but 64"):
+    with pytest.raises(SourceError, match=r"shape \[1, 8, 9\] needs 72 columns but 64"):
         prepare(digits_config(tmp_path, None, "data.tensor.shape=[1,8,9]"), spark)
 
 

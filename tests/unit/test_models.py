@@ -12,12 +12,12 @@ def _schema(shape, classes=10):
 @pytest.mark.parametrize("shape", [[1, 8, 8], [3, 32, 32], [2, 150]])
 def test_cnn_output_is_batch_by_classes(shape):
     model = build_model(ModelConfig(type="cnn", channels=[8, 16]), _schema(shape, 7))
-    assert model(torch.randn(5, *shape)).shape == (5, 7)
+    assert model({"x": torch.randn(5, *shape)}).shape == (5, 7)
 
 
 def test_mlp_flattens_any_shape():
     model = build_model(ModelConfig(type="mlp", hidden=[32, 16]), _schema([1, 8, 8], 3))
-    assert model(torch.randn(4, 1, 8, 8)).shape == (4, 3)
+    assert model({"x": torch.randn(4, 1, 8, 8)}).shape == (4, 3)
     linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert linear[0].in_features == 64 and linear[-1].out_features == 3
 
@@ -28,6 +28,35 @@ def test_sizes_come_from_the_manifest_not_the_config():
     assert next(a.parameters()).shape[1] == 1 and next(b.parameters()).shape[1] == 3
 
 
+def test_mlp_embeds_categorical_columns():
+    schema = {
+        "features": {
+            "numeric": {"kind": "tensor", "dtype": "float32", "shape": [5]},
+            "categorical": {"kind": "categorical", "dtype": "int32", "shape": [2], "cardinalities": [4, 11]},
+        },
+        "label": {"num_classes": 3},
+    }
+    model = build_model(ModelConfig(type="mlp", hidden=[16]), schema)
+    out = model({"numeric": torch.randn(6, 5), "categorical": torch.tensor([[0, 10]] * 6)})
+    assert out.shape == (6, 3) and [e.num_embeddings for e in model.embeddings] == [4, 11]
+
+
+def test_rnn_result_does_not_depend_on_padding():
+    schema = {"features": {"s": {"kind": "sequence", "dtype": "float32", "dims": 3}}, "label": {"num_classes": 2}}
+    model = build_model(ModelConfig(type="rnn", rnn_hidden=8, bidirectional=True), schema).eval()
+    seq = torch.randn(1, 5, 3)
+    alone = model({"s": seq, "s_length": torch.tensor([5])})
+    padded = torch.cat([seq, torch.randn(1, 7, 3)], dim=1)  # garbage after the real steps
+    assert torch.allclose(alone, model({"s": padded, "s_length": torch.tensor([5])}), atol=1e-6)
+
+
+def test_rnn_reads_equal_length_series_too():
+    model = build_model(ModelConfig(type="rnn", rnn_hidden=8), _schema([2, 30], 4))
+    assert model({"x": torch.randn(3, 2, 30)}).shape == (3, 4)
+
+
 def test_unusable_combination_is_refused():
     with pytest.raises(ModelError, match="cnn needs"):
         build_model(ModelConfig(type="cnn"), _schema([64]))
+    with pytest.raises(ModelError, match="use model.type=rnn"):
+        build_model(ModelConfig(type="mlp"), {"features": {"s": {"kind": "sequence", "dims": 2}}, "label": {"num_classes": 2}})
