@@ -20,15 +20,13 @@ def describe_dataset(path: Path) -> str:
     version_dir, m = read_manifest(path)
     lines = [
         f"dataset {m['name']}  version {version_dir.name}  (fingerprint {m['fingerprint']}, code {m.get('code_version', '?')})",
-        f"  source: {m['source']['type']} {m['source']['path']} ({m['source'].get('files', '?')} file(s))",
+        f"  source: {_source_summary(m['source'])}",
         f"  input rows {m['input_rows']} = kept {sum(s['rows'] for s in m['splits'].values())} + rejected {m['rejected']['rows']}",
     ]
     for reason, n in m["rejected"]["by_reason"].items():
         lines.append(f"    rejected {n:>8}  {reason}")
     for name, spec in m["schema"]["features"].items():
-        stats = m["featurizer"].get(name, {})
-        extra = f"  mean {stats['mean']:.4g} std {stats['std']:.4g}" if "mean" in stats else ""
-        lines.append(f"  feature {name}: {spec['kind']} {spec['dtype']} {spec['shape']}{extra}")
+        lines.append(f"  feature {name}: {_feature_summary(spec, m['featurizer'].get(name, {}))}")
     label = m["schema"]["label"]
     lines.append(f"  label: {label['num_classes']} classes {label['classes']}")
     for split, info in m["splits"].items():
@@ -38,6 +36,31 @@ def describe_dataset(path: Path) -> str:
         spread = f", shard rows {min(sizes)}..{max(sizes)}" if sizes else ""
         lines.append(f"  {split:<5} {info['rows']:>9} rows in {len(sizes)} shard(s), {groups} row groups, {mb:.2f} MB{spread}")
     return "\n".join(lines)
+
+
+def _source_summary(source: dict) -> str:
+    if source["type"] == "synthetic":
+        g = source.get("synthetic", {})
+        return f"synthetic {g.get('kind')} generator: {g.get('rows')} rows, seed {g.get('seed')}"
+    return f"{source['type']} {source['path']} ({source.get('files', '?')} file(s))"
+
+
+def _numbers(values, limit: int = 6) -> str:
+    shown = ", ".join(f"{v:.4g}" for v in values[:limit])
+    return f"[{shown}{', ...' if len(values) > limit else ''}]"
+
+
+def _feature_summary(spec: dict, fitted: dict) -> str:
+    if spec["kind"] == "sequence":
+        text = f"sequence {spec['dtype']} x {spec['dims']} dims, variable length"
+    else:
+        text = f"{spec['kind']} {spec['dtype']} {spec['shape']}"
+    if fitted.get("type") == "standardize":
+        text += f"; standardized per {fitted['axis']} (in {fitted['applied_in']}): mean {_numbers(fitted['mean'])} std {_numbers(fitted['std'])}"
+    elif fitted.get("type") == "vocabulary":
+        sizes = ", ".join(f"{c}: {len(v)}" for c, v in fitted["vocabularies"].items())
+        text += f"; vocabularies (+1 out-of-vocabulary bucket) {sizes}"
+    return text
 
 
 def describe_run(path: Path) -> str:

@@ -125,14 +125,26 @@ class NumericColumns:
     def reasons(self) -> list:
         return [validate.numeric_reason(self.columns, -math.inf, math.inf, integer=False, typed=self.typed)]
 
+    def _value(self, column: str):
+        from pyspark.sql import functions as F
+
+        return F.col(column).cast("double") if self.typed else F.trim(F.col(column)).try_cast("double")
+
     def prepared(self, df):
         from pyspark.sql import functions as F
 
-        values = F.array(*[F.col(c).cast("double") if self.typed else F.trim(F.col(c)).try_cast("double") for c in self.columns])
-        return df.withColumn(self.name, values)
+        return df.withColumn(self.name, F.array(*[self._value(c) for c in self.columns]))
 
     def fit(self, train_df) -> dict:
-        mean, std = channel_stats(train_df, self.name, len(self.columns), lambda i: i)
+        from pyspark.sql import functions as F
+
+        aggs = []
+        for j, c in enumerate(self.columns):
+            x = self._value(c)  # from the source column: cheaper than indexing the array
+            aggs += [F.avg(x).alias(f"m{j}"), F.stddev_pop(x).alias(f"s{j}")]
+        row = train_df.agg(*aggs).first()
+        mean = [row[f"m{j}"] or 0.0 for j in range(len(self.columns))]
+        std = [s if s and s > 1e-12 else 1.0 for s in (row[f"s{j}"] for j in range(len(self.columns)))]
         return {"type": "standardize", "axis": "column", "mean": mean, "std": std, "applied_in": "prepare", "source_columns": self.columns}
 
     def outputs(self, fitted: dict) -> list:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipeline.config import Config, ShardConfig, to_dict
@@ -77,7 +77,7 @@ def _build(cfg: Config, spark, staging: Path, name: str, fp: str, code: str, fil
         raw.df.withColumn("_reason", validate.first_reason(reasons))
         .withColumn(ROW_ID_COLUMN, row_id)
         .withColumn("_split", _split_column(data.split, raw.source_split))
-        .persist(StorageLevel.MEMORY_AND_DISK)
+        .persist(StorageLevel.MEMORY_AND_DISK_DESER)
     )
     try:
         return _write_all(cfg, checked, raw, classes, staging, name, fp, code, files, started)
@@ -119,7 +119,9 @@ def _write_all(cfg, checked, raw, classes, staging, name, fp, code, files, start
 
     data = cfg.data
     where = data.source.path or f"synthetic {data.source.synthetic.kind} source"
+    stage = _Stages()
     input_rows, by_reason, split_rows = _count(checked)
+    stage.done("read, validate, count")
     if input_rows == 0:
         raise PrepareError(f"{where}: no rows to read; is the input empty?")
     rejected = sum(by_reason.values())
@@ -133,6 +135,7 @@ def _write_all(cfg, checked, raw, classes, staging, name, fp, code, files, start
         .write.mode("error")
         .parquet(str(staging / "rejected"))
     )
+    stage.done("write rejected")
 
     good = checked.where(F.col("_reason").isNull())
     label = F.trim(F.col(raw.label).cast("string"))
@@ -145,6 +148,7 @@ def _write_all(cfg, checked, raw, classes, staging, name, fp, code, files, start
     train = good.where(F.col("_split") == "train")
     fitted = {b.name: b.fit(train) for b in raw.features}
     features = {b.name: b.spec(fitted[b.name]) for b in raw.features}
+    stage.done("fit featurizer")
     rows = good.select(
         *[out for b in raw.features for out in b.outputs(fitted[b.name])],
         label_index[label].alias(LABEL_COLUMN),
@@ -168,6 +172,7 @@ def _write_all(cfg, checked, raw, classes, staging, name, fp, code, files, start
         if written != split_rows[split]:
             raise PrepareError(f"split {split}: counted {split_rows[split]} rows but wrote {written}; did the input change during prepare?")
         splits[split] = {"rows": written, "shards": shard_list}
+        stage.done(f"write {split} shards")
 
     kept = sum(s["rows"] for s in splits.values())
     assert kept + rejected == input_rows, (kept, rejected, input_rows)
@@ -178,7 +183,7 @@ def _write_all(cfg, checked, raw, classes, staging, name, fp, code, files, start
         "fingerprint": fp,
         "code_version": code,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "source": {"type": data.source.type, "path": data.source.path, "files": len(files), "columns": raw.columns},
+        "source": _describe_source(data, files, raw.columns),
         "input_rows": input_rows,
         "rejected": {"rows": rejected, "by_reason": dict(sorted(by_reason.items())), "path": "rejected"},
         "schema": {
@@ -189,7 +194,29 @@ def _write_all(cfg, checked, raw, classes, staging, name, fp, code, files, start
         "featurizer": {**fitted, "label_map": {c: i for i, c in enumerate(classes)}},
         "splits": splits,
         "prepare_seconds": round(time.time() - started, 3),
+        "stage_seconds": stage.seconds,
     }
+
+
+class _Stages:
+    """Wall-clock seconds per stage, logged and kept in the manifest."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def done(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self._last, 3)
+        self._last = now
+        log.info("prepare: %s took %.1f s", name, self.seconds[name])
+
+
+def _describe_source(data, files: list[str], columns: list[str]) -> dict:
+    out = {"type": data.source.type, "path": data.source.path, "files": len(files), "columns": columns}
+    if data.source.type == "synthetic":
+        out["synthetic"] = asdict(data.source.synthetic)
+    return out
 
 
 def _rows_per_shard(cfg: ShardConfig, features: dict, fitted: dict) -> int:

@@ -29,7 +29,7 @@ def test_two_ranks_end_with_identical_parameters_and_summed_metrics(digits_versi
         f"data.root={version_dir.parent.parent}", f"run.root={tmp_path / 'runs'}", "run.name=dist",
         "train.epochs=2", "train.batch_size=16",
     ]
-    run_ranks([sys.executable, str(REPO / "tests/dist/hvd_worker.py"), str(tmp_path), "--config", str(DIGITS_CONF), *overrides])
+    run_ranks([sys.executable, str(REPO / "tests/distributed/hvd_worker.py"), str(tmp_path), "--config", str(DIGITS_CONF), *overrides])
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert (r0["size"], r1["size"]) == (2, 2) and {r0["rank"], r1["rank"]} == {0, 1}
     assert r0["threads"] == r1["threads"] == max(1, available_cores() // 2), "threads pinned per local rank"

@@ -1,4 +1,4 @@
-"""Run by each of 2 Horovod ranks in tests/dist: train, then record what the test checks.
+"""Run by each of 2 Horovod ranks in tests/distributed: train, then record what the test checks.
 
     hvd_worker.py OUT_DIR --config conf/X.yaml [key=value ...]
 """
