@@ -1,9 +1,17 @@
-"""Which rows each rank reads in an epoch: equal shares of one W-independent global order.
+"""Which rows each rank reads: equal shares of one epoch stream that does not depend on W.
 
-The epoch's global order is the split's row groups, permuted by (seed, epoch). Rank r
-takes the contiguous positions ``[r*R, (r+1)*R)`` of that order, R = steps x batch_size,
-so every rank gets exactly ``steps`` batches and touches at most one row group it shares
-with a neighbour. With ``remainder="pad"`` positions past the end wrap around to the start.
+Each epoch has a **stream**: the split's row groups permuted by (seed, epoch), laid end to
+end as row positions, then shuffled inside consecutive windows of ``window`` positions
+(window g permuted by (seed, epoch, g)). The stream is the same for every world size.
+
+Ranks take contiguous, equal pieces of the stream still to be read that epoch (``spans``
+of stream indices): rank r gets ``[r*R, (r+1)*R)`` with R = steps x batch_size, so every
+rank yields exactly ``steps`` batches, and reads only the row groups under its piece (plus
+at most a window's worth at each boundary). ``drop`` leaves the last partial global batch
+for the next epoch; ``pad`` wraps around to the start of the remaining stream.
+
+Progress is recorded as segments ``(world_size, batch_size, steps)``: replaying them gives
+the exact set of stream indices not yet read, whatever world size resumes.
 """
 from __future__ import annotations
 
@@ -27,21 +35,19 @@ class RowGroup:
 
 
 @dataclass(frozen=True)
-class Segment:
-    """Rows ``[start, stop)`` of one row group."""
+class Span:
+    """Stream indices ``[start, stop)``."""
 
-    group: RowGroup
     start: int
     stop: int
 
-    @property
-    def rows(self) -> int:
+    def __len__(self) -> int:
         return self.stop - self.start
 
 
 @dataclass(frozen=True)
 class EpochPlan:
-    """Per-rank sizes of one epoch; identical on every rank by construction."""
+    """Per-rank sizes for the rest of an epoch; identical on every rank by construction."""
 
     total_rows: int
     world_size: int
@@ -62,13 +68,22 @@ class EpochPlan:
         return max(0, self.rows_per_rank * self.world_size - self.total_rows)
 
 
+@dataclass(frozen=True)
+class Segment:
+    """``steps`` batches of ``batch_size`` read by each of ``world_size`` ranks."""
+
+    world_size: int
+    batch_size: int
+    steps: int
+
+
 def row_groups(shards: list[dict]) -> list[RowGroup]:
     """Flatten a split's manifest shard list into its row groups, in manifest order."""
     return [RowGroup(s, g, rows) for s, shard in enumerate(shards) for g, rows in enumerate(shard["row_groups"])]
 
 
 def plan_epoch(total_rows: int, world_size: int, batch_size: int, remainder: str = "drop") -> EpochPlan:
-    """Steps per epoch so that every rank reads the same number of full batches.
+    """Steps so that every rank reads the same number of full batches of ``total_rows``.
 
     Raises:
         ShareError: fewer rows than ``world_size * batch_size`` with ``drop``, or no rows.
@@ -93,42 +108,131 @@ def plan_epoch(total_rows: int, world_size: int, batch_size: int, remainder: str
 
 
 def epoch_order(groups: list[RowGroup], seed: int, epoch: int, shuffle: bool = True) -> list[RowGroup]:
-    """The epoch's global row-group order: a permutation seeded by (seed, epoch)."""
+    """The epoch's row-group order: a permutation seeded by (seed, epoch)."""
     if not shuffle:
         return list(groups)
     perm = np.random.default_rng([seed, epoch]).permutation(len(groups))
     return [groups[i] for i in perm]
 
 
-def segments_for(order: list[RowGroup], lo: int, hi: int) -> list[Segment]:
-    """Row-group pieces covering global positions ``[lo, hi)``; positions wrap past the end."""
-    total = sum(g.rows for g in order)
-    out: list[Segment] = []
+def spans_length(spans: list[Span]) -> int:
+    return sum(len(s) for s in spans)
+
+
+def take_spans(spans: list[Span], lo: int, hi: int) -> list[Span]:
+    """Sub-spans covering ``[lo, hi)`` of the spans laid end to end; past the end wraps."""
+    total = spans_length(spans)
+    if total == 0 or hi <= lo:
+        return []
+    out: list[Span] = []
     pos = lo
     while pos < hi:
         base = (pos // total) * total
-        offset = 0
-        for group in order:
-            g_lo, g_hi = base + offset, base + offset + group.rows
-            offset += group.rows
-            if g_hi <= pos or group.rows == 0:
+        offset = base
+        for s in spans:
+            s_lo, s_hi = offset, offset + len(s)
+            offset = s_hi
+            if s_hi <= pos:
                 continue
-            if g_lo >= hi:
+            if s_lo >= hi:
                 break
-            start, stop = max(pos, g_lo) - g_lo, min(hi, g_hi) - g_lo
-            out.append(Segment(group, start, stop))
-            pos = g_lo + stop
-        # after one pass over the order, pos has reached min(hi, base + total)
-    return out
+            a, b = max(pos, s_lo), min(hi, s_hi)
+            out.append(Span(s.start + a - s_lo, s.start + b - s_lo))
+            pos = b
+    return _merge(out)
 
 
-def rank_range(plan: EpochPlan, rank: int) -> tuple[int, int]:
-    """Global positions of ``rank``'s share in the epoch order."""
+def _merge(spans: list[Span]) -> list[Span]:
+    merged: list[Span] = []
+    for s in spans:
+        if merged and merged[-1].stop == s.start:
+            merged[-1] = Span(merged[-1].start, s.stop)
+        elif len(s):
+            merged.append(s)
+    return merged
+
+
+def rank_spans(remaining: list[Span], plan: EpochPlan, rank: int) -> list[Span]:
+    """Stream spans ``rank`` reads under ``plan``."""
     if not 0 <= rank < plan.world_size:
         raise ShareError(f"rank {rank} outside world size {plan.world_size}")
-    return rank * plan.rows_per_rank, (rank + 1) * plan.rows_per_rank
+    return take_spans(remaining, rank * plan.rows_per_rank, (rank + 1) * plan.rows_per_rank)
 
 
-def eval_range(total_rows: int, world_size: int, rank: int) -> tuple[int, int]:
+def remaining_after(remaining: list[Span], plan: EpochPlan, steps: int) -> list[Span]:
+    """What is still unread after every rank read ``steps`` batches under ``plan``.
+
+    Each rank's unread tail in rank order, then the rows no rank was given (``drop``).
+    """
+    if not 0 <= steps <= plan.steps:
+        raise ShareError(f"{steps} steps recorded, but the plan has {plan.steps}")
+    out: list[Span] = []
+    for r in range(plan.world_size):
+        out += take_spans(remaining, r * plan.rows_per_rank + steps * plan.batch_size, (r + 1) * plan.rows_per_rank)
+    assigned = plan.rows_per_rank * plan.world_size
+    if assigned < plan.total_rows:
+        out += take_spans(remaining, assigned, plan.total_rows)
+    return _merge(out)
+
+
+def replay(total_rows: int, segments: list[Segment], remainder: str) -> list[Span]:
+    """The unread stream after ``segments`` of one epoch (from its start)."""
+    remaining = [Span(0, total_rows)]
+    for seg in segments:
+        plan = plan_epoch(spans_length(remaining), seg.world_size, seg.batch_size, remainder)
+        remaining = remaining_after(remaining, plan, seg.steps)
+    return remaining
+
+
+class EpochStream:
+    """Stream index -> row position (in the epoch's row-group order) for one epoch.
+
+    Args:
+        groups: the split's row groups in manifest order.
+        seed: shuffling seed.
+        epoch: epoch number.
+        window: rows shuffled together; 1 (or shuffle=False) keeps file order.
+        shuffle: permute row groups and windows; False reads in manifest order.
+    """
+
+    def __init__(self, groups: list[RowGroup], seed: int, epoch: int, window: int, shuffle: bool = True):
+        self.order = epoch_order(groups, seed, epoch, shuffle)
+        self.starts = np.concatenate([[0], np.cumsum([g.rows for g in self.order])]).astype(np.int64)
+        self.total = int(self.starts[-1])
+        self.seed, self.epoch, self.shuffle = seed, epoch, shuffle
+        self.window = max(1, window) if shuffle else max(1, self.total)
+
+    def _window_perm(self, g: int) -> np.ndarray:
+        size = min(self.window, self.total - g * self.window)
+        if not self.shuffle:
+            return np.arange(size, dtype=np.int64)
+        return np.random.default_rng([self.seed, self.epoch, g, 7]).permutation(size)
+
+    def positions(self, span: Span) -> np.ndarray:
+        """Row positions of stream indices ``span`` (in stream order)."""
+        idx = np.arange(span.start, span.stop, dtype=np.int64)
+        out = np.empty_like(idx)
+        windows = idx // self.window
+        for g in np.unique(windows):
+            mask = windows == g
+            out[mask] = g * self.window + self._window_perm(int(g))[idx[mask] - g * self.window]
+        return out
+
+    def locate(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(index into ``order``, row within that group) for each position."""
+        gi = np.searchsorted(self.starts, positions, side="right") - 1
+        return gi, positions - self.starts[gi]
+
+    def chunks(self, spans: list[Span]):
+        """Spans cut at window boundaries, so each chunk touches one window's row groups."""
+        for s in spans:
+            pos = s.start
+            while pos < s.stop:
+                end = min(s.stop, (pos // self.window + 1) * self.window)
+                yield Span(pos, end)
+                pos = end
+
+
+def eval_spans(total_rows: int, world_size: int, rank: int) -> list[Span]:
     """For evaluation every row exactly once: near-equal contiguous shares, no pad or drop."""
-    return total_rows * rank // world_size, total_rows * (rank + 1) // world_size
+    return _merge([Span(total_rows * rank // world_size, total_rows * (rank + 1) // world_size)])

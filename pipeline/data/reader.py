@@ -43,10 +43,11 @@ class ShardReader(torch.utils.data.IterableDataset):
     sequence feature ``s`` is float32 [B, longest in batch, dims] zero-padded, with its
     lengths in ``s_length``.
 
-    In ``train`` mode every rank yields exactly ``len(reader)`` batches per epoch (see
-    :mod:`pipeline.data.assign`), in a seeded order that changes each epoch. In ``eval``
-    mode every row is read exactly once across ranks, in file order, and the last batch
-    may be short (evaluation must not run per-batch collectives).
+    In ``train`` mode every rank yields exactly ``len(reader)`` batches per epoch, from an
+    epoch stream that does not depend on the world size (see :mod:`pipeline.data.assign`),
+    and ``state_dict``/``load_state_dict`` resume mid-epoch sample-exactly, also on a
+    different number of ranks. In ``eval`` mode every row is read exactly once across
+    ranks, in file order, and the last batch may be short.
 
     Args:
         dataset: a dataset version directory (or a dataset directory with LATEST).
@@ -54,13 +55,16 @@ class ShardReader(torch.utils.data.IterableDataset):
         rank: this process's rank.
         world_size: number of ranks reading the split.
         batch_size: rows per batch on this rank.
-        seed: seeds the epoch order and the shuffle buffer.
+        seed: seeds the epoch order.
         mode: train or eval.
         remainder: drop or pad (train mode), see :func:`assign.plan_epoch`.
-        shuffle_buffer: rows shuffled together (train mode).
+        shuffle_buffer: rows shuffled together (train mode); memory holds about this many
+            rows plus the row groups under them.
         prefetch: row-group pieces decoded ahead in a background thread; 0 reads inline.
         verify: check every shard's sha256 before the first batch.
     """
+
+    STATE_VERSION = 1
 
     def __init__(
         self,
@@ -77,30 +81,30 @@ class ShardReader(torch.utils.data.IterableDataset):
         verify: bool = False,
     ):
         super().__init__()
+        if mode not in ("train", "eval"):
+            raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
         self.version_dir, self.manifest = read_manifest(dataset)
         if split not in self.manifest["splits"]:
             raise ShardError(f"{self.version_dir}: no split {split!r}; has {sorted(self.manifest['splits'])}")
         self.split, self.rank, self.world_size = split, rank, world_size
-        self.batch_size, self.seed, self.mode = batch_size, seed, mode
+        self.batch_size, self.seed, self.mode, self.remainder = batch_size, seed, mode, remainder
         self.shuffle_buffer, self.prefetch = shuffle_buffer, prefetch
         self.features = self.manifest["schema"]["features"]
         self.shards = self.manifest["splits"][split]["shards"]
         self.groups = assign.row_groups(self.shards)
         self.total_rows = sum(g.rows for g in self.groups)
         self.epoch = 0
+        self._history: list[assign.Segment] = []  # earlier segments of this epoch (resume)
+        self._steps_done = 0  # batches handed out in the current segment
         self._check_files(verify)
         if mode == "train":
-            self.plan = assign.plan_epoch(self.total_rows, world_size, batch_size, remainder)
-            if rank == 0 and (self.plan.dropped or self.plan.padded):
+            plan = self.plan
+            if rank == 0 and (plan.dropped or plan.padded):
                 log.info(
                     "%s: %d rows, %d ranks x %d batch: %d steps/epoch, %s %d rows per epoch",
-                    split, self.total_rows, world_size, batch_size, self.plan.steps,
-                    "dropping" if self.plan.dropped else "padding (wrap-around)", self.plan.dropped or self.plan.padded,
+                    split, self.total_rows, world_size, batch_size, plan.steps,
+                    "dropping" if plan.dropped else "padding (wrap-around)", plan.dropped or plan.padded,
                 )
-        elif mode == "eval":
-            self.plan = None
-        else:
-            raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
         self._norm = {}
         for name, spec in self.features.items():
             fitted = self.manifest["featurizer"].get(name, {})
@@ -131,30 +135,70 @@ class ShardReader(torch.utils.data.IterableDataset):
                 raise ShardError(f"{path}: row groups {groups} differ from the manifest's {shard['row_groups']}; re-run prepare")
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose order the next iteration follows."""
+        """Start ``epoch`` from its beginning (drops any resumed mid-epoch progress)."""
         self.epoch = epoch
+        self._history, self._steps_done = [], 0
+
+    def _remaining(self) -> list[assign.Span]:
+        return assign.replay(self.total_rows, self._history, self.remainder)
+
+    @property
+    def plan(self) -> assign.EpochPlan | None:
+        """This segment's plan (train mode): the rest of the epoch on this world size."""
+        if self.mode != "train":
+            return None
+        return assign.plan_epoch(assign.spans_length(self._remaining()), self.world_size, self.batch_size, self.remainder)
 
     def __len__(self) -> int:
-        """Batches this rank yields per epoch."""
-        if self.plan is not None:
+        """Batches this rank yields in the (rest of the) current epoch."""
+        if self.mode == "train":
             return self.plan.steps
-        lo, hi = assign.eval_range(self.total_rows, self.world_size, self.rank)
-        return -(-(hi - lo) // self.batch_size)
+        return -(-self.rows_this_rank // self.batch_size)
 
     @property
     def rows_this_rank(self) -> int:
-        if self.plan is not None:
-            return self.plan.rows_per_rank
-        lo, hi = assign.eval_range(self.total_rows, self.world_size, self.rank)
-        return hi - lo
+        return assign.spans_length(self._spans())
 
-    def _segments(self) -> list[assign.Segment]:
-        if self.plan is None:
-            lo, hi = assign.eval_range(self.total_rows, self.world_size, self.rank)
-            return assign.segments_for(self.groups, lo, hi)
-        order = assign.epoch_order(self.groups, self.seed, self.epoch)
-        lo, hi = assign.rank_range(self.plan, self.rank)
-        return assign.segments_for(order, lo, hi)
+    def _spans(self) -> list[assign.Span]:
+        if self.mode == "eval":
+            return assign.eval_spans(self.total_rows, self.world_size, self.rank)
+        return assign.rank_spans(self._remaining(), self.plan, self.rank)
+
+    def state_dict(self) -> dict:
+        """Where this epoch stands; identical on every rank, so rank 0's copy is enough."""
+        segments = [*self._history, assign.Segment(self.world_size, self.batch_size, self._steps_done)]
+        return {
+            "version": self.STATE_VERSION,
+            "dataset_fingerprint": self.manifest["fingerprint"],
+            "split": self.split,
+            "seed": self.seed,
+            "shuffle_buffer": self.shuffle_buffer,
+            "remainder": self.remainder,
+            "epoch": self.epoch,
+            "world_size": self.world_size,
+            "segments": [[s.world_size, s.batch_size, s.steps] for s in segments],
+            "samples_consumed": sum(s.world_size * s.batch_size * s.steps for s in segments),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume so the next batches hold exactly the samples this epoch has not yet given.
+
+        Raises:
+            ShardError: a state from another dataset version, split, seed or shuffle window.
+        """
+        if state.get("version") != self.STATE_VERSION:
+            raise ShardError(f"reader state version {state.get('version')!r}; this reader reads version {self.STATE_VERSION}")
+        mine = {"dataset_fingerprint": self.manifest["fingerprint"], "split": self.split, "seed": self.seed,
+                "shuffle_buffer": self.shuffle_buffer, "remainder": self.remainder}
+        for key, value in mine.items():
+            if state.get(key) != value:
+                raise ShardError(
+                    f"reader state has {key}={state.get(key)!r} but this reader has {value!r}; "
+                    "a state only resumes on the same dataset version and reader settings"
+                )
+        self.epoch = int(state["epoch"])
+        self._history = [assign.Segment(*seg) for seg in state["segments"] if seg[2] > 0]
+        self._steps_done = 0
 
     def _decode(self, table: pa.Table) -> dict:
         """Arrow -> numpy through the flat values buffers: no per-row Python."""
@@ -173,57 +217,72 @@ class ShardReader(torch.utils.data.IterableDataset):
         out[ROW_ID_COLUMN] = table.column(ROW_ID_COLUMN).to_numpy()
         return out
 
-    def _read_segments(self, segments: list[assign.Segment]) -> Iterator[dict[str, np.ndarray]]:
+    def _read_chunks(self, stream: assign.EpochStream, spans: list[assign.Span]) -> Iterator[dict]:
+        """Rows of ``spans`` in stream order, one window-sized chunk at a time.
+
+        Only the row groups under the current chunk are held (decoded); consecutive
+        chunks usually share them, so each is read about once.
+        """
         files: dict[int, pq.ParquetFile] = {}
         columns = feature_columns(self.features) + [LABEL_COLUMN, ROW_ID_COLUMN]
+        held: dict[int, dict] = {}
         try:
-            for seg in segments:
-                shard = seg.group.shard
-                if shard not in files:
-                    files[shard] = pq.ParquetFile(self.version_dir / self.shards[shard]["path"])
-                table = files[shard].read_row_group(seg.group.index, columns=columns)
-                yield self._decode(table.slice(seg.start, seg.rows))
+            for chunk in stream.chunks(spans):
+                gi, offsets = stream.locate(stream.positions(chunk))
+                needed = np.unique(gi)
+                decoded = {}
+                for g in needed.tolist():
+                    if g not in held:
+                        group = stream.order[g]
+                        if group.shard not in files:
+                            files[group.shard] = pq.ParquetFile(self.version_dir / self.shards[group.shard]["path"])
+                        held[g] = self._decode(files[group.shard].read_row_group(group.index, columns=columns))
+                    decoded[g] = held[g]
+                held = decoded
+                if len(needed) == 1:
+                    yield {k: take(v, offsets) for k, v in decoded[int(needed[0])].items()}
+                    continue
+                bases = np.concatenate([[0], np.cumsum([len(decoded[g][LABEL_COLUMN]) for g in needed.tolist()])])
+                index = bases[np.searchsorted(needed, gi)] + offsets
+                merged = {k: concat([decoded[g][k] for g in needed.tolist()]) for k in decoded[int(needed[0])]}
+                yield {k: take(v, index) for k, v in merged.items()}
         finally:
             for f in files.values():
                 f.close()
 
-    def _chunks(self) -> Iterator[dict[str, np.ndarray]]:
-        segments = self._segments()
-        if self.prefetch <= 0:
-            yield from self._read_segments(segments)
-            return
-        yield from _prefetched(self._read_segments(segments), self.prefetch)
-
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        rng = np.random.default_rng([self.seed, self.epoch, self.rank, 1])
-        shuffle = self.plan is not None
-        window = max(self.shuffle_buffer, self.batch_size) if shuffle else self.batch_size
-        buffer: list[dict[str, np.ndarray]] = []
+        stream = assign.EpochStream(self.groups, self.seed, self.epoch, self.shuffle_buffer, shuffle=self.mode == "train")
+        chunks = self._read_chunks(stream, self._spans())
+        if self.prefetch > 0:
+            chunks = _prefetched(chunks, self.prefetch)
+        self._steps_done = 0
+        buffer: list[dict] = []
         held = 0
-        for chunk in self._chunks():
+        for chunk in chunks:
             buffer.append(chunk)
             held += len(chunk[LABEL_COLUMN])
-            if held >= window:
-                batches, buffer, held = self._cut(buffer, rng if shuffle else None)
-                yield from batches
-        while held:
-            batches, buffer, held = self._cut(buffer, rng if shuffle else None, final=True)
-            yield from batches
+            if held >= self.batch_size:
+                batches, buffer, held = self._cut(buffer)
+                for batch in batches:
+                    self._steps_done += 1
+                    yield batch
+        if held:
+            batches, _, _ = self._cut(buffer, final=True)
+            for batch in batches:
+                self._steps_done += 1
+                yield batch
 
-    def _cut(self, buffer, rng, final: bool = False):
-        """Concatenate and (shuffle) the buffer; return full batches and the leftover."""
+    def _cut(self, buffer, final: bool = False):
+        """Full batches from the buffered chunks (all rows when ``final``), and the leftover."""
         merged = {k: concat([c[k] for c in buffer]) for k in buffer[0]}
         n = len(merged[LABEL_COLUMN])
-        if rng is not None:
-            perm = rng.permutation(n)
-            merged = {k: take(v, perm) for k, v in merged.items()}
         full = n if final else (n // self.batch_size) * self.batch_size
         batches = [
             self._collate({k: slice_rows(v, i, min(i + self.batch_size, n)) for k, v in merged.items()})
             for i in range(0, full, self.batch_size)
         ]
-        rest = {k: slice_rows(v, full, n) for k, v in merged.items()}
         left = n - full
+        rest = {k: slice_rows(v, full, n) for k, v in merged.items()}
         return batches, ([rest] if left else []), left
 
     def _collate(self, rows: dict) -> dict[str, torch.Tensor]:

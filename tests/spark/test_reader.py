@@ -102,3 +102,41 @@ def test_shard_with_another_schema_is_refused(digits_version, tmp_path):
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(SchemaError, match="column 'label' is double"):
         ShardReader(copy, "val", 0, 1, 32, mode="eval")
+
+
+def test_resume_mid_epoch_on_another_world_size_is_sample_exact(digits_version):
+    version_dir, m = digits_version
+    total = m["splits"]["train"]["rows"]
+    first = [ShardReader(version_dir, "train", r, 2, 16, seed=4, shuffle_buffer=100) for r in range(2)]
+    seen = []
+    for rd in first:
+        batches = iter(rd)
+        for _ in range(5):
+            seen += next(batches)["row_id"].tolist()
+    state = first[0].state_dict()
+    assert state == first[1].state_dict(), "every rank holds the same state"
+    assert state["samples_consumed"] == 2 * 5 * 16 and state["world_size"] == 2
+    resumed = [ShardReader(version_dir, "train", r, 3, 16, seed=4, shuffle_buffer=100) for r in range(3)]
+    for rd in resumed:
+        rd.load_state_dict(state)
+    assert len({len(rd) for rd in resumed}) == 1, "equal batch counts after the world size changed"
+    after = [i for rd in resumed for b in rd for i in b["row_id"].tolist()]
+    assert len(after) == len(set(after)) and not set(after) & set(seen)
+    assert 0 <= total - len(seen) - len(after) < 3 * 16  # only a last partial global batch is left out
+
+
+def test_state_from_another_dataset_or_seed_is_refused(digits_version):
+    version_dir, _ = digits_version
+    reader = ShardReader(version_dir, "train", 0, 1, 16, seed=1)
+    state = reader.state_dict()
+    with pytest.raises(ShardError, match="dataset_fingerprint='other'"):
+        reader.load_state_dict({**state, "dataset_fingerprint": "other"})
+    with pytest.raises(ShardError, match="seed=1 but this reader has 2"):
+        ShardReader(version_dir, "train", 0, 1, 16, seed=2).load_state_dict(state)
+
+
+def test_works_as_an_iterable_dataset(digits_version):
+    version_dir, _ = digits_version
+    reader = ShardReader(version_dir, "val", 0, 1, 50, mode="eval")
+    loader = torch.utils.data.DataLoader(reader, batch_size=None)
+    assert [len(b["label"]) for b in loader] == [50, 50, 50, 24]

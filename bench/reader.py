@@ -1,0 +1,157 @@
+"""Shard reader throughput, input stall and memory, each against a baseline in one run.
+
+    .venv/bin/python bench/reader.py [--tabular-rows 1000000] [--image-rows 50000] [--memory-rows 1000000 10000000]
+
+1. Reader vs raw pyarrow: rows/s of ShardReader producing torch batches vs
+   ``pyarrow.parquet.ParquetFile.iter_batches`` decoding the same files single-threaded
+   (goal >= 0.8x), for a tabular and an image dataset.
+2. Input stall: the MLP (tabular) and CNN (images) trained for a fixed number of steps
+   from the reader vs from the same batches preloaded in memory (goal >= 0.95x), and the
+   time the trainer waited for the next batch.
+3. Memory: peak RSS growth of this process over one epoch of a small vs a large dataset
+   (goal: the large one needs <= 1.1x the small one's growth, plus 64 MB of slack).
+
+Datasets are made by the prepare job (synthetic generators) in a temporary directory.
+Writes bench/results/reader.json.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import psutil  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from bench.common import PeakRSS, goal, write_result  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
+from pipeline.data import ShardReader  # noqa: E402
+from pipeline.models import build_model  # noqa: E402
+
+BATCH = 256
+
+
+def prepare_datasets(root: Path, tabular_rows: int, image_rows: int, memory_rows: list[int]) -> dict:
+    from pipeline.prep import prepare
+    from pipeline.prep.session import get_session
+
+    spark = get_session("bench-reader", "local[*]", {"spark.driver.memory": "6g", "spark.ui.enabled": "false"})
+    out = {}
+    try:
+        specs = {
+            "tabular": (tabular_rows, ["data.source.synthetic.kind=tabular", "data.source.synthetic.numeric=32", "data.source.synthetic.categorical=4", "model.type=mlp"]),
+            "images": (image_rows, ["data.source.synthetic.kind=images", "data.source.synthetic.image_size=[32,32]", "data.source.synthetic.channels=3", "model.type=cnn"]),
+        }
+        for rows in memory_rows:
+            specs[f"memory-{rows}"] = (rows, ["data.source.synthetic.kind=tabular", "data.source.synthetic.numeric=8", "data.source.synthetic.categorical=0", "model.type=mlp"])
+        for name, (rows, overrides) in specs.items():
+            cfg = load_config(None, [
+                f"name={name}", f"data.root={root}", "data.source.type=synthetic", f"data.source.synthetic.rows={rows}",
+                f"data.source.synthetic.partitions={max(2, rows // 250_000)}", "data.split.train=1.0", "data.split.val=0", "data.split.test=0",
+                "data.shards.rows_per_shard=200000", "data.shards.row_group_rows=8192", *overrides,
+            ])
+            out[name] = (prepare(cfg, spark).version_dir, cfg)
+            print(f"prepared {name}: {rows:,} rows", flush=True)
+    finally:
+        spark.stop()
+    return out
+
+
+def raw_pyarrow_rows_per_sec(version_dir: Path, manifest: dict) -> float:
+    started, rows = time.perf_counter(), 0
+    for shard in manifest["splits"]["train"]["shards"]:
+        f = pq.ParquetFile(version_dir / shard["path"])
+        for batch in f.iter_batches(batch_size=BATCH, use_threads=False):
+            rows += batch.num_rows
+    return rows / (time.perf_counter() - started)
+
+
+def reader_rows_per_sec(version_dir: Path) -> float:
+    reader = ShardReader(version_dir, "train", 0, 1, BATCH, shuffle_buffer=8192)
+    started, rows = time.perf_counter(), 0
+    for batch in reader:
+        rows += len(batch["label"])
+    return rows / (time.perf_counter() - started)
+
+
+def train_steps(model, optimizer, batches, steps: int) -> tuple[float, float]:
+    """(seconds, seconds waiting for the next batch) for ``steps`` training steps."""
+    model.train()
+    waited, it = 0.0, iter(batches)
+    started = time.perf_counter()
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        batch = next(it)
+        waited += time.perf_counter() - t0
+        loss = F.cross_entropy(model(batch), batch["label"])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return time.perf_counter() - started, waited
+
+
+def stall(version_dir: Path, cfg, steps: int) -> dict:
+    reader = ShardReader(version_dir, "train", 0, 1, BATCH, shuffle_buffer=8192)
+    steps = min(steps, len(reader))
+    preloaded = [b for _, b in zip(range(steps), reader)]
+    results = {}
+    for label, source in (("in_memory", lambda: preloaded), ("reader", lambda: reader)):
+        torch.manual_seed(0)
+        model = build_model(cfg.model, reader.manifest["schema"])
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        train_steps(model, optimizer, preloaded, min(5, steps))  # warm-up
+        seconds, waited = train_steps(model, optimizer, source(), steps)
+        results[label] = {"steps": steps, "seconds": seconds, "steps_per_sec": steps / seconds, "input_wait_seconds": waited}
+    results["ratio"] = results["reader"]["steps_per_sec"] / results["in_memory"]["steps_per_sec"]
+    return results
+
+
+def memory_growth(version_dir: Path) -> dict:
+    base = psutil.Process().memory_info().rss
+    with PeakRSS(interval=0.05) as mem:
+        rows = sum(len(b["label"]) for b in ShardReader(version_dir, "train", 0, 1, BATCH, shuffle_buffer=8192))
+    return {"rows": rows, "rss_before_mb": base / 2**20, "peak_rss_mb": mem.self_peak / 2**20, "growth_mb": max(0, mem.self_peak - base) / 2**20}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tabular-rows", type=int, default=1_000_000)
+    parser.add_argument("--image-rows", type=int, default=50_000)
+    parser.add_argument("--memory-rows", type=int, nargs=2, default=[1_000_000, 10_000_000])
+    parser.add_argument("--steps", type=int, default=300)
+    args = parser.parse_args()
+    torch.set_num_threads(psutil.cpu_count(logical=False) or 1)
+    work = Path(tempfile.mkdtemp(prefix="bench-reader-"))
+    try:
+        data = prepare_datasets(work, args.tabular_rows, args.image_rows, args.memory_rows)
+        throughput, stalls = {}, {}
+        for name in ("tabular", "images"):
+            version_dir, cfg = data[name]
+            manifest = ShardReader(version_dir, "train", 0, 1, BATCH).manifest
+            raw = raw_pyarrow_rows_per_sec(version_dir, manifest)
+            ours = reader_rows_per_sec(version_dir)
+            throughput[name] = {"raw_pyarrow_rows_per_sec": raw, "reader_rows_per_sec": ours, "ratio": ours / raw}
+            stalls[name] = stall(version_dir, cfg, args.steps)
+            print(f"{name}: reader {ours:,.0f} rows/s vs raw pyarrow {raw:,.0f} ({ours / raw:.2f}x); "
+                  f"training from reader {stalls[name]['ratio']:.3f}x in-memory", flush=True)
+        small, large = (memory_growth(data[f"memory-{rows}"][0]) for rows in args.memory_rows)
+        print(f"memory growth: {small['growth_mb']:.0f} MB at {small['rows']:,} rows, {large['growth_mb']:.0f} MB at {large['rows']:,}", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    goals = [goal(f"reader vs raw pyarrow rows/s ({n})", throughput[n]["ratio"], 0.8) for n in throughput]
+    goals += [goal(f"training steps/s from reader vs in memory ({n})", stalls[n]["ratio"], 0.95) for n in stalls]
+    goals.append(goal("peak RSS growth, large / small dataset (+64 MB slack)", (large["growth_mb"]) / (small["growth_mb"] + 64), 1.1, higher_is_better=False))
+    path = write_result("reader", {"batch_size": BATCH, "throughput": throughput, "input_stall": stalls,
+                                   "memory": {"small": small, "large": large}, "goals": goals})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
