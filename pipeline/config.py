@@ -195,12 +195,15 @@ class ReaderConfig:
         shuffle_buffer: rows shuffled together within a rank's share.
         prefetch: row groups decoded ahead by the background thread.
         verify: check each shard's sha256 before reading.
+        bucket_by_length: for sequences, batch rows of similar length together (within
+            each shuffle window), so batches need less padding; batch counts are unchanged.
     """
 
     remainder: str = "drop"
     shuffle_buffer: int = 4096
     prefetch: int = 4
     verify: bool = False
+    bucket_by_length: bool = False
 
 
 @dataclass

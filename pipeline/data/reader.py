@@ -60,8 +60,10 @@ class ShardReader(torch.utils.data.IterableDataset):
         remainder: drop or pad (train mode), see :func:`assign.plan_epoch`.
         shuffle_buffer: rows shuffled together (train mode); memory holds about this many
             rows plus the row groups under them.
-        prefetch: row-group pieces decoded ahead in a background thread; 0 reads inline.
+        prefetch: batches prepared ahead in a background thread; 0 reads inline.
         verify: check every shard's sha256 before the first batch.
+        bucket_by_length: train mode with a sequence feature: within each shuffle window,
+            batch rows of similar length together, then shuffle those batches.
     """
 
     STATE_VERSION = 1
@@ -79,6 +81,7 @@ class ShardReader(torch.utils.data.IterableDataset):
         shuffle_buffer: int = 4096,
         prefetch: int = 4,
         verify: bool = False,
+        bucket_by_length: bool = False,
     ):
         super().__init__()
         if mode not in ("train", "eval"):
@@ -90,6 +93,8 @@ class ShardReader(torch.utils.data.IterableDataset):
         self.batch_size, self.seed, self.mode, self.remainder = batch_size, seed, mode, remainder
         self.shuffle_buffer, self.prefetch = shuffle_buffer, prefetch
         self.features = self.manifest["schema"]["features"]
+        sequences = [n for n, spec in self.features.items() if spec["kind"] == "sequence"]
+        self.bucket_on = sequences[0] if (bucket_by_length and mode == "train" and sequences) else None
         self.shards = self.manifest["splits"][split]["shards"]
         self.groups = assign.row_groups(self.shards)
         self.total_rows = sum(g.rows for g in self.groups)
@@ -204,8 +209,8 @@ class ShardReader(torch.utils.data.IterableDataset):
         """Arrow -> numpy through the flat values buffers: no per-row Python."""
         out = {}
         for name, spec in self.features.items():
-            col = table.column(name).combine_chunks()
-            values = col.flatten().to_numpy(zero_copy_only=False)
+            col = table.column(name)
+            values = _flat_values(col)
             if spec["kind"] == "sequence":
                 lengths = table.column(length_column(name)).to_numpy().astype(np.int64)
                 offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
@@ -229,21 +234,25 @@ class ShardReader(torch.utils.data.IterableDataset):
         try:
             for chunk in stream.chunks(spans):
                 gi, offsets = stream.locate(stream.positions(chunk))
-                needed = np.unique(gi)
+                # a chunk lies inside one window of consecutive positions: its groups are a range
+                needed = np.arange(gi.min(), gi.max() + 1)
                 decoded = {}
                 for g in needed.tolist():
                     if g not in held:
                         group = stream.order[g]
                         if group.shard not in files:
                             files[group.shard] = pq.ParquetFile(self.version_dir / self.shards[group.shard]["path"])
-                        held[g] = self._decode(files[group.shard].read_row_group(group.index, columns=columns))
+                        # use_threads=False: this already runs beside the training threads, and
+                        # Arrow's pool would compete with them for the same cores.
+                        table = files[group.shard].read_row_group(group.index, columns=columns, use_threads=False)
+                        held[g] = self._decode(table)
                     decoded[g] = held[g]
                 held = decoded
                 if len(needed) == 1:
                     yield {k: take(v, offsets) for k, v in decoded[int(needed[0])].items()}
                     continue
                 bases = np.concatenate([[0], np.cumsum([len(decoded[g][LABEL_COLUMN]) for g in needed.tolist()])])
-                index = bases[np.searchsorted(needed, gi)] + offsets
+                index = bases[gi - needed[0]] + offsets
                 merged = {k: concat([decoded[g][k] for g in needed.tolist()]) for k in decoded[int(needed[0])]}
                 yield {k: take(v, index) for k, v in merged.items()}
         finally:
@@ -253,37 +262,55 @@ class ShardReader(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         stream = assign.EpochStream(self.groups, self.seed, self.epoch, self.shuffle_buffer, shuffle=self.mode == "train")
         chunks = self._read_chunks(stream, self._spans())
+        if self.bucket_on is not None:
+            chunks = self._bucketed(chunks)
+        batches = self._batches(chunks)
         if self.prefetch > 0:
-            chunks = _prefetched(chunks, self.prefetch)
+            # Reading, shuffling and collating all happen in the background thread; the
+            # training loop only takes finished batches off the queue.
+            batches = _prefetched(batches, self.prefetch)
         self._steps_done = 0
-        buffer: list[dict] = []
+        for batch in batches:
+            self._steps_done += 1
+            yield batch
+
+    def _bucketed(self, chunks: Iterator[dict]) -> Iterator[dict]:
+        """Within each window: sort by length, group into batch-sized runs, shuffle the runs.
+
+        Rows stay in their window, so the rows per rank (and the batch count) are unchanged;
+        only which rows share a batch changes. Runs straddling windows are still mixed.
+        """
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank, 3])
+        for chunk in chunks:
+            lengths = chunk[self.bucket_on].lengths
+            order = np.argsort(lengths, kind="stable")
+            runs = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+            full = [r for r in runs if len(r) == self.batch_size]
+            rng.shuffle(full)
+            idx = np.concatenate(full + [r for r in runs if len(r) < self.batch_size]) if runs else order
+            yield {k: take(v, idx) for k, v in chunk.items()}
+
+    def _batches(self, chunks: Iterator[dict]) -> Iterator[dict[str, torch.Tensor]]:
+        """Cut the chunk stream into batches; only a batch spanning two chunks is copied."""
+        pending: list[dict] = []
         held = 0
         for chunk in chunks:
-            buffer.append(chunk)
-            held += len(chunk[LABEL_COLUMN])
-            if held >= self.batch_size:
-                batches, buffer, held = self._cut(buffer)
-                for batch in batches:
-                    self._steps_done += 1
-                    yield batch
+            n, start = len(chunk[LABEL_COLUMN]), 0
+            if held:  # complete the batch begun in earlier chunks
+                need = min(self.batch_size - held, n)
+                pending.append({k: slice_rows(v, 0, need) for k, v in chunk.items()})
+                held, start = held + need, need
+                if held < self.batch_size:
+                    continue
+                yield self._collate({k: concat([p[k] for p in pending]) for k in chunk})
+                pending, held = [], 0
+            while n - start >= self.batch_size:
+                yield self._collate({k: slice_rows(v, start, start + self.batch_size) for k, v in chunk.items()})
+                start += self.batch_size
+            if start < n:
+                pending, held = [{k: slice_rows(v, start, n) for k, v in chunk.items()}], n - start
         if held:
-            batches, _, _ = self._cut(buffer, final=True)
-            for batch in batches:
-                self._steps_done += 1
-                yield batch
-
-    def _cut(self, buffer, final: bool = False):
-        """Full batches from the buffered chunks (all rows when ``final``), and the leftover."""
-        merged = {k: concat([c[k] for c in buffer]) for k in buffer[0]}
-        n = len(merged[LABEL_COLUMN])
-        full = n if final else (n // self.batch_size) * self.batch_size
-        batches = [
-            self._collate({k: slice_rows(v, i, min(i + self.batch_size, n)) for k, v in merged.items()})
-            for i in range(0, full, self.batch_size)
-        ]
-        left = n - full
-        rest = {k: slice_rows(v, full, n) for k, v in merged.items()}
-        return batches, ([rest] if left else []), left
+            yield self._collate({k: concat([p[k] for p in pending]) for k in pending[0]})
 
     def _collate(self, rows: dict) -> dict[str, torch.Tensor]:
         batch = {}
@@ -302,6 +329,24 @@ class ShardReader(torch.utils.data.IterableDataset):
         for name in (LABEL_COLUMN, ROW_ID_COLUMN):
             batch[name] = torch.from_numpy(np.ascontiguousarray(rows[name]))
         return batch
+
+
+def _flat_values(column: pa.ChunkedArray) -> np.ndarray:
+    """The list column's element values as one numpy array, zero-copy where Arrow allows.
+
+    ``ListArray.values`` is the whole child buffer, right only for an unsliced array;
+    ``flatten()`` respects slicing but is several times slower to convert.
+    """
+    parts = []
+    for chunk in column.chunks:
+        if chunk.offset != 0:
+            child = chunk.flatten()
+        elif isinstance(chunk, pa.FixedSizeListArray):
+            child = chunk.values.slice(0, len(chunk) * chunk.type.list_size)
+        else:
+            child = chunk.values.slice(0, chunk.offsets[-1].as_py() if len(chunk) else 0)
+        parts.append(child.to_numpy(zero_copy_only=False))
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 _DONE = object()

@@ -70,6 +70,7 @@ class Trainer:
         self.train_reader = ShardReader(
             self.version_dir, "train", rank, size, tc.batch_size, seed=tc.seed, mode="train",
             remainder=rc.remainder, shuffle_buffer=rc.shuffle_buffer, prefetch=rc.prefetch, verify=rc.verify,
+            bucket_by_length=rc.bucket_by_length,
         )
         self.eval_readers = {
             split: ShardReader(self.version_dir, split, rank, size, tc.batch_size, mode="eval", prefetch=rc.prefetch)
