@@ -1,6 +1,7 @@
 """Streaming one rank's share of a split from Parquet shards into torch batches."""
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -267,8 +268,9 @@ class ShardReader(torch.utils.data.IterableDataset):
         batches = self._batches(chunks)
         if self.prefetch > 0:
             # Reading, shuffling and collating all happen in the background thread; the
-            # training loop only takes finished batches off the queue.
-            batches = _prefetched(batches, self.prefetch)
+            # training loop only takes finished batches off the queue, a few at a time so
+            # the hand-over between threads is not paid per batch.
+            batches = itertools.chain.from_iterable(_prefetched(_grouped(batches, _HANDOVER), self.prefetch))
         self._steps_done = 0
         for batch in batches:
             self._steps_done += 1
@@ -347,6 +349,20 @@ def _flat_values(column: pa.ChunkedArray) -> np.ndarray:
             child = chunk.values.slice(0, chunk.offsets[-1].as_py() if len(chunk) else 0)
         parts.append(child.to_numpy(zero_copy_only=False))
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+_HANDOVER = 8
+
+
+def _grouped(items: Iterator, size: int) -> Iterator[list]:
+    group = []
+    for item in items:
+        group.append(item)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 _DONE = object()
