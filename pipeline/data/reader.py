@@ -249,6 +249,11 @@ class ShardReader(torch.utils.data.IterableDataset):
                         held[g] = self._decode(table)
                     decoded[g] = held[g]
                 held = decoded
+                # Close files no held group needs: open footers would otherwise grow with
+                # the number of shards, i.e. with the dataset.
+                active = {stream.order[g].shard for g in held}
+                for shard in [s for s in files if s not in active]:
+                    files.pop(shard).close()
                 if len(needed) == 1:
                     yield {k: take(v, offsets) for k, v in decoded[int(needed[0])].items()}
                     continue
