@@ -1,11 +1,9 @@
 """The prepare job on the real digits file and on files with planted bad rows (local[2])."""
 import gzip
-import json
 
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.manifest import read_manifest
 from pipeline.prep import PrepareError, prepare
 from pipeline.prep.sources import SourceError
 from tests.conftest import DIGITS_CSV, digits_config

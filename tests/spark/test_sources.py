@@ -199,7 +199,7 @@ def test_malformed_ts_lines_are_rejected(spark, tmp_path):
 def test_synthetic_data_do_not_depend_on_partitioning(spark, tmp_path):
     def rows(partitions):
         cfg = _cfg(tmp_path / str(partitions), conf=REPO / "conf" / "synth_tabular_mlp.yaml",
-                   *[f"data.source.synthetic.rows=3000", f"data.source.synthetic.partitions={partitions}"])
+                   *["data.source.synthetic.rows=3000", f"data.source.synthetic.partitions={partitions}"])
         result = prepare(cfg, spark)
         table = pa.concat_tables(pq.read_table(result.version_dir / s["path"]) for s in result.manifest["splits"]["train"]["shards"])
         return result.manifest, table.sort_by("row_id").to_pydict()
