@@ -5,6 +5,7 @@ its manifest is written. ``<root>/<name>/LATEST`` names the newest complete vers
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -17,6 +18,15 @@ REQUIRED_KEYS = ("format_version", "name", "fingerprint", "input_rows", "rejecte
 
 class ManifestError(ValueError):
     """A dataset path without a usable manifest; the message names the path and the fix."""
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes (the checksum the manifest records per shard)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

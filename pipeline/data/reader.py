@@ -15,7 +15,7 @@ import torch
 
 from pipeline.data import assign
 from pipeline.data.ragged import Ragged, concat, slice_rows, take
-from pipeline.manifest import read_manifest
+from pipeline.manifest import file_sha256, read_manifest
 from pipeline.schema import LABEL_COLUMN, ROW_ID_COLUMN, check_shard_schema, feature_columns, length_column
 
 log = logging.getLogger(__name__)
@@ -23,16 +23,6 @@ log = logging.getLogger(__name__)
 
 class ShardError(RuntimeError):
     """A shard that is missing, altered or unreadable; the message names the file."""
-
-
-def _sha256(path: Path) -> str:
-    from hashlib import sha256
-
-    digest = sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class ShardReader(torch.utils.data.IterableDataset):
@@ -129,7 +119,7 @@ class ShardReader(torch.utils.data.IterableDataset):
             size = path.stat().st_size
             if size != shard["bytes"]:
                 raise ShardError(f"{path}: {size} bytes, manifest says {shard['bytes']}; the file was changed or truncated: re-run prepare")
-            if verify and _sha256(path) != shard["sha256"]:
+            if verify and file_sha256(path) != shard["sha256"]:
                 raise ShardError(f"{path}: sha256 differs from the manifest; the file was altered: re-run prepare")
             try:
                 meta = pq.read_metadata(path)

@@ -7,23 +7,14 @@ those rows, never the data.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from functools import partial
 
+from pipeline.manifest import file_sha256
 from pipeline.schema import LABEL_COLUMN, ROW_ID_COLUMN, feature_columns, shard_schema
 
 SHARD_META_DDL = "path string, rows long, row_groups array<long>, bytes long, sha256 string"
-
-
-def file_sha256(path: str, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def to_shard_batch(batch, features: dict):

@@ -7,6 +7,7 @@ builders that turn raw columns into shard features.
 from __future__ import annotations
 
 import glob
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,7 +128,7 @@ def read_table(spark, data: DataConfig) -> RawData:
         t = data.tensor
         tensor_cols = list(t.columns) if t.columns is not None else [c for c in columns if c != source.label and c not in (source.key or [])]
         _require_columns(source.path, columns, tensor_cols, "data.tensor.columns")
-        size = _prod(t.shape)
+        size = math.prod(t.shape)
         if len(tensor_cols) != size:
             raise SourceError(
                 f"data.tensor.shape {list(t.shape)} needs {size} columns but {len(tensor_cols)} were found "
@@ -175,13 +176,6 @@ def _require_columns(path: str, columns: list[str], wanted: list[str], key: str)
     missing = [c for c in wanted if c not in columns]
     if missing:
         raise SourceError(f"{path}: {key} names column(s) {_short(missing)} not in the input; columns are {_short(columns)}")
-
-
-def _prod(shape) -> int:
-    out = 1
-    for s in shape:
-        out *= s
-    return out
 
 
 def _short(items, limit: int = 8) -> str:
