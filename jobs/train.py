@@ -2,6 +2,8 @@
 
     horovodrun -np 2 -H localhost:2 --gloo python jobs/train.py --config conf/digits_cnn.yaml
     python jobs/train.py --config conf/digits_cnn.yaml          # one process
+    torchrun --nproc-per-node 2 jobs/train.py --config conf/digits_cnn.yaml dist.engine=torch
+    ... --resume                                                # continue from the latest checkpoint
     sbatch / MPIJob / mpirun: the same command per rank
 
 Rank 0 prints the run directory as its last line.
@@ -16,10 +18,11 @@ from pipeline.train.worker import train_rank
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
+    parser.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
-    result = train_rank(cfg)
+    result = train_rank(cfg, resume=args.resume)
     if result["is_root"]:
         print(result["run_dir"])
     return 0

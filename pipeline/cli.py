@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 from pipeline.config import Config, ConfigError, load_config
 
 log = logging.getLogger("pipeline")
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -64,9 +66,11 @@ def _is_user_error(err: Exception) -> bool:
     from pipeline.manifest import ManifestError
     from pipeline.models import ModelError
     from pipeline.schema import SchemaError
+    from pipeline.train.checkpoint import CheckpointError
     from pipeline.train.run_dir import RunDirError
 
-    ours = (ShardError, ShareError, DisagreementError, LaunchError, ManifestError, ModelError, SchemaError, RunDirError)
+    ours = (ShardError, ShareError, DisagreementError, LaunchError, ManifestError, ModelError, SchemaError, RunDirError,
+            CheckpointError)
     if isinstance(err, ours):
         return True
     try:
@@ -114,28 +118,65 @@ def cmd_prepare(args) -> int:
     return 0
 
 
-def run_train(cfg: Config, np: int, launcher: str = "local") -> dict:
-    """Train on ``np`` ranks with the chosen launcher; returns rank 0's result."""
+def run_train(cfg: Config, np: int, launcher: str = "local", resume: bool = False) -> dict:
+    """Train on ``np`` ranks with the chosen launcher; returns rank 0's result.
+
+    Horovod: ``horovod.run`` (or elastic ``horovodrun`` when ``dist.elastic``); torch:
+    ``torchrun``; ``--np 1``: this process.
+    """
     if np < 1:
         raise ConfigError(f"--np must be >= 1, got {np}")
     if launcher == "spark":
         raise ConfigError("--launcher spark is not implemented yet; use --launcher local (horovod.run on this machine)")
+    if cfg.dist.elastic:
+        if cfg.dist.min_np > np:
+            raise ConfigError(f"dist.min_np={cfg.dist.min_np} is more than --np {np}")
+        return _run_subprocess(cfg, np, resume, "elastic")
     if np == 1:
         from pipeline.train.worker import train_rank
 
-        return train_rank(cfg)
+        return train_rank(cfg, resume=resume)
+    if cfg.dist.engine == "torch":
+        return _run_subprocess(cfg, np, resume, "torchrun")
     if cfg.dist.engine != "horovod":
-        raise ConfigError(f"--np {np} needs dist.engine=horovod (got {cfg.dist.engine!r}); use --np 1 for engine single")
+        raise ConfigError(f"--np {np} needs dist.engine=horovod or torch (got {cfg.dist.engine!r}); use --np 1 for engine single")
     from pipeline.launch.horovod import run_local
 
-    return run_local(cfg, np)
+    return run_local(cfg, np, resume)
+
+
+def _run_subprocess(cfg: Config, np: int, resume: bool, kind: str) -> dict:
+    """Start ranks with an external launcher on the resolved config; read rank 0's report."""
+    import json
+    import tempfile
+
+    from pipeline.config import to_yaml
+    from pipeline.launch import horovod, torchrun
+    from pipeline.launch.process import run_launcher
+
+    with tempfile.TemporaryDirectory(prefix="pipeline-launch-") as tmp:
+        config_path = Path(tmp) / "config.yaml"
+        config_path.write_text(to_yaml(cfg))
+        command = horovod.train_command(str(config_path), [], resume=resume)
+        command[1] = str(REPO_ROOT / command[1])  # ranks run in this directory: relative paths keep their meaning
+        if kind == "torchrun":
+            argv = torchrun.torchrun_argv(np, command[1:], master_port=torchrun.free_port())
+        else:
+            script = horovod.write_discovery_script(Path(tmp) / "discover-hosts.sh", horovod.local_discovery_hosts(np))
+            horovodrun = str(Path(sys.executable).parent / "horovodrun")
+            argv = horovod.elastic_horovodrun_argv(cfg.dist.min_np, np, str(script), command, network_interface="lo", horovodrun=horovodrun)
+        env = None
+        if kind == "elastic":  # both "hosts" are this machine: share its cores
+            from pipeline.dist.base import THREADS_VARIABLE, available_cores
+
+            env = {**os.environ, THREADS_VARIABLE: str(max(1, available_cores() // np))}
+        run_dir = run_launcher(argv, f"{kind} ({np} ranks)", env=env)
+    return {"run_dir": str(run_dir), "report": json.loads((run_dir / "report.json").read_text()), "is_root": True}
 
 
 def cmd_train(args) -> int:
-    if args.resume:
-        raise ConfigError("--resume is not implemented yet: start a new run (checkpoints/last.pt is written each epoch)")
     cfg = load_config(args.config, args.overrides)
-    result = run_train(cfg, args.np, args.launcher)
+    result = run_train(cfg, args.np, args.launcher, resume=args.resume)
     print(result["run_dir"])
     return 0
 

@@ -197,6 +197,10 @@ class ReaderConfig:
         verify: check each shard's sha256 before reading.
         bucket_by_length: for sequences, batch rows of similar length together (within
             each shuffle window), so batches need less padding; batch counts are unchanged.
+        layout: how ranks split the epoch stream. ``contiguous``: each rank reads one
+            piece, so it decodes only its share of row groups. ``interleaved``: global
+            batch k is the same rows for any world size (1 rank x 2b sees what 2 ranks x b
+            see), so results do not depend on W; every rank decodes the whole stream.
     """
 
     remainder: str = "drop"
@@ -204,6 +208,7 @@ class ReaderConfig:
     prefetch: int = 4
     verify: bool = False
     bucket_by_length: bool = False
+    layout: str = "contiguous"
 
 
 @dataclass
@@ -244,8 +249,9 @@ class ModelConfig:
         rnn_hidden: RNN hidden size.
         rnn_layers: stacked RNN layers.
         bidirectional: RNN reads both directions.
-        dropout: dropout before the classifier.
+        dropout: dropout before the classifier (and between MLP layers).
         batch_norm: batch norm after each layer (MLP, CNN).
+        activation: MLP/CNN non-linearity: relu | gelu | tanh.
     """
 
     type: str = "cnn"
@@ -258,6 +264,7 @@ class ModelConfig:
     bidirectional: bool = False
     dropout: float = 0.0
     batch_norm: bool = True
+    activation: str = "relu"
 
 
 @dataclass
@@ -267,6 +274,16 @@ class TrainConfig:
     Args:
         scale_lr: multiply lr by the world size (the usual rule for a larger global batch).
         warmup_epochs: linear warm-up from lr to the scaled lr over this many epochs.
+        schedule: after warm-up, ``cosine`` decays to 0 at the last epoch, ``step``
+            multiplies by ``gamma`` every ``step_epochs``, ``none`` keeps it constant.
+        grad_clip: clip the global gradient norm (after the all-reduce) to this; 0 is off.
+        accumulate_steps: batches whose gradients are summed before one optimizer step
+            (Horovod ``backward_passes_per_step``; DDP ``no_sync``): the all-reduce runs
+            once per optimizer step.
+        early_stopping_patience: stop after this many epochs without a better
+            ``early_stopping_metric``; 0 is off.
+        checkpoint_every_steps: also checkpoint every N optimizer steps (0: epoch ends only).
+        keep_checkpoints: newest checkpoint files kept in ``checkpoints/``.
     """
 
     epochs: int = 10
@@ -278,16 +295,39 @@ class TrainConfig:
     seed: int = 0
     scale_lr: bool = True
     warmup_epochs: float = 1.0
+    schedule: str = "cosine"
+    step_epochs: int = 10
+    gamma: float = 0.1
+    grad_clip: float = 0.0
+    accumulate_steps: int = 1
+    early_stopping_patience: int = 0
+    early_stopping_metric: str = "val_loss"
+    checkpoint_every_steps: int = 0
+    keep_checkpoints: int = 2
 
 
 @dataclass
 class DistConfig:
-    """Distributed engine. ``timeout_s`` bounds how long a collective waits for a peer."""
+    """Distributed engine.
+
+    Args:
+        engine: horovod (horovodrun / horovod.run / Spark), torch (DDP, torchrun), or
+            single (one process, no launcher).
+        fp16_allreduce: compress gradients to fp16 for the all-reduce.
+        elastic: Horovod elastic mode: ranks may leave or join; progress is committed in
+            memory every ``commit_every_steps`` and training continues on the survivors.
+        timeout_s: how long a collective waits for a lost peer before the job fails.
+        commit_every_steps: elastic mode: steps between in-memory commits (the most a
+            lost worker can cost).
+        min_np: elastic mode: fewest ranks the job continues with (default 1).
+    """
 
     engine: str = "horovod"
     fp16_allreduce: bool = False
     elastic: bool = False
     timeout_s: int = 300
+    commit_every_steps: int = 20
+    min_np: int = 1
 
 
 @dataclass
@@ -317,9 +357,13 @@ CHOICES = {
     "data.shards.compression": ("zstd", "snappy", "gzip", "none"),
     "data.reject.action": ("fail", "quarantine"),
     "data.reader.remainder": ("drop", "pad"),
+    "data.reader.layout": ("contiguous", "interleaved"),
     "model.type": ("mlp", "cnn", "rnn"),
     "model.rnn_cell": ("lstm", "gru"),
+    "model.activation": ("relu", "gelu", "tanh"),
     "train.optimizer": ("adamw", "sgd"),
+    "train.schedule": ("cosine", "step", "none"),
+    "train.early_stopping_metric": ("val_loss", "val_accuracy"),
     "dist.engine": ("horovod", "torch", "single"),
 }
 
@@ -397,12 +441,29 @@ def validate(cfg: Config) -> None:
         "train.epochs": cfg.train.epochs,
         "train.batch_size": cfg.train.batch_size,
         "dist.timeout_s": cfg.dist.timeout_s,
+        "dist.commit_every_steps": cfg.dist.commit_every_steps,
+        "dist.min_np": cfg.dist.min_np,
+        "train.accumulate_steps": cfg.train.accumulate_steps,
+        "train.step_epochs": cfg.train.step_epochs,
+        "train.keep_checkpoints": cfg.train.keep_checkpoints,
     }
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key} must be > 0, got {value}")
     if cfg.train.lr <= 0:
         raise ConfigError(f"train.lr must be > 0, got {cfg.train.lr}")
+    non_negative = {
+        "train.grad_clip": cfg.train.grad_clip,
+        "train.warmup_epochs": cfg.train.warmup_epochs,
+        "train.early_stopping_patience": cfg.train.early_stopping_patience,
+        "train.checkpoint_every_steps": cfg.train.checkpoint_every_steps,
+        "model.dropout": cfg.model.dropout,
+    }
+    for key, value in non_negative.items():
+        if value < 0:
+            raise ConfigError(f"{key} must be >= 0, got {value}")
+    if cfg.dist.elastic and cfg.dist.engine != "horovod":
+        raise ConfigError(f"dist.elastic=true needs dist.engine=horovod (got {cfg.dist.engine!r}): elastic mode is Horovod's")
     tensor = cfg.data.tensor
     if tensor is not None:
         if not tensor.shape or min(tensor.shape) <= 0:

@@ -4,10 +4,16 @@ Each epoch has a **stream**: the split's row groups permuted by (seed, epoch), l
 end as row positions, then shuffled inside consecutive windows of ``window`` positions
 (window g permuted by (seed, epoch, g)). The stream is the same for every world size.
 
-Ranks take contiguous, equal pieces of the stream still to be read that epoch (``spans``
-of stream indices): rank r gets ``[r*R, (r+1)*R)`` with R = steps x batch_size, so every
-rank yields exactly ``steps`` batches, and reads only the row groups under its piece (plus
-at most a window's worth at each boundary). ``drop`` leaves the last partial global batch
+Ranks take equal shares of the stream still to be read that epoch (``spans`` of stream
+indices), so every rank yields exactly ``steps`` batches. Two layouts:
+
+- ``contiguous`` (default): rank r gets ``[r*R, (r+1)*R)`` with R = steps x batch_size and
+  reads only the row groups under its piece (plus at most a window's worth at each end).
+- ``interleaved``: global batch k is stream ``[k*G, (k+1)*G)`` with G = W x batch_size, and
+  rank r takes its r-th slice. The rows of global batch k do not depend on W, so 1 rank
+  with batch 2b trains on exactly what 2 ranks with batch b train on; every rank decodes
+  the whole stream.
+ ``drop`` leaves the last partial global batch
 for the next epoch; ``pad`` wraps around to the start of the remaining stream.
 
 Progress is recorded as segments ``(world_size, batch_size, steps)``: replaying them gives
@@ -54,6 +60,11 @@ class EpochPlan:
     batch_size: int
     steps: int
     remainder: str
+    layout: str = "contiguous"
+
+    @property
+    def global_batch(self) -> int:
+        return self.world_size * self.batch_size
 
     @property
     def rows_per_rank(self) -> int:
@@ -82,7 +93,11 @@ def row_groups(shards: list[dict]) -> list[RowGroup]:
     return [RowGroup(s, g, rows) for s, shard in enumerate(shards) for g, rows in enumerate(shard["row_groups"])]
 
 
-def plan_epoch(total_rows: int, world_size: int, batch_size: int, remainder: str = "drop") -> EpochPlan:
+LAYOUTS = ("contiguous", "interleaved")
+
+
+def plan_epoch(total_rows: int, world_size: int, batch_size: int, remainder: str = "drop",
+               layout: str = "contiguous") -> EpochPlan:
     """Steps so that every rank reads the same number of full batches of ``total_rows``.
 
     Raises:
@@ -104,7 +119,9 @@ def plan_epoch(total_rows: int, world_size: int, batch_size: int, remainder: str
         steps = math.ceil(total_rows / global_batch)
     else:
         raise ShareError(f"remainder must be 'drop' or 'pad', got {remainder!r}")
-    return EpochPlan(total_rows, world_size, batch_size, steps, remainder)
+    if layout not in LAYOUTS:
+        raise ShareError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    return EpochPlan(total_rows, world_size, batch_size, steps, remainder, layout)
 
 
 def epoch_order(groups: list[RowGroup], seed: int, epoch: int, shuffle: bool = True) -> list[RowGroup]:
@@ -156,6 +173,12 @@ def rank_spans(remaining: list[Span], plan: EpochPlan, rank: int) -> list[Span]:
     """Stream spans ``rank`` reads under ``plan``."""
     if not 0 <= rank < plan.world_size:
         raise ShareError(f"rank {rank} outside world size {plan.world_size}")
+    if plan.layout == "interleaved":
+        g, b = plan.global_batch, plan.batch_size
+        spans: list[Span] = []
+        for k in range(plan.steps):
+            spans += take_spans(remaining, k * g + rank * b, k * g + (rank + 1) * b)
+        return _merge(spans)
     return take_spans(remaining, rank * plan.rows_per_rank, (rank + 1) * plan.rows_per_rank)
 
 
@@ -166,6 +189,8 @@ def remaining_after(remaining: list[Span], plan: EpochPlan, steps: int) -> list[
     """
     if not 0 <= steps <= plan.steps:
         raise ShareError(f"{steps} steps recorded, but the plan has {plan.steps}")
+    if plan.layout == "interleaved":  # the first ``steps`` global batches are read
+        return take_spans(remaining, steps * plan.global_batch, spans_length(remaining))
     out: list[Span] = []
     for r in range(plan.world_size):
         out += take_spans(remaining, r * plan.rows_per_rank + steps * plan.batch_size, (r + 1) * plan.rows_per_rank)
@@ -175,11 +200,11 @@ def remaining_after(remaining: list[Span], plan: EpochPlan, steps: int) -> list[
     return _merge(out)
 
 
-def replay(total_rows: int, segments: list[Segment], remainder: str) -> list[Span]:
+def replay(total_rows: int, segments: list[Segment], remainder: str, layout: str = "contiguous") -> list[Span]:
     """The unread stream after ``segments`` of one epoch (from its start)."""
     remaining = [Span(0, total_rows)]
     for seg in segments:
-        plan = plan_epoch(spans_length(remaining), seg.world_size, seg.batch_size, remainder)
+        plan = plan_epoch(spans_length(remaining), seg.world_size, seg.batch_size, remainder, layout)
         remaining = remaining_after(remaining, plan, seg.steps)
     return remaining
 

@@ -55,9 +55,10 @@ class ShardReader(torch.utils.data.IterableDataset):
         verify: check every shard's sha256 before the first batch.
         bucket_by_length: train mode with a sequence feature: within each shuffle window,
             batch rows of similar length together, then shuffle those batches.
+        layout: contiguous or interleaved (train mode), see :mod:`pipeline.data.assign`.
     """
 
-    STATE_VERSION = 1
+    STATE_VERSION = 2
 
     def __init__(
         self,
@@ -73,6 +74,7 @@ class ShardReader(torch.utils.data.IterableDataset):
         prefetch: int = 4,
         verify: bool = False,
         bucket_by_length: bool = False,
+        layout: str = "contiguous",
     ):
         super().__init__()
         if mode not in ("train", "eval"):
@@ -82,7 +84,7 @@ class ShardReader(torch.utils.data.IterableDataset):
             raise ShardError(f"{self.version_dir}: no split {split!r}; has {sorted(self.manifest['splits'])}")
         self.split, self.rank, self.world_size = split, rank, world_size
         self.batch_size, self.seed, self.mode, self.remainder = batch_size, seed, mode, remainder
-        self.shuffle_buffer, self.prefetch = shuffle_buffer, prefetch
+        self.shuffle_buffer, self.prefetch, self.layout = shuffle_buffer, prefetch, layout
         self.features = self.manifest["schema"]["features"]
         sequences = [n for n, spec in self.features.items() if spec["kind"] == "sequence"]
         self.bucket_on = sequences[0] if (bucket_by_length and mode == "train" and sequences) else None
@@ -136,14 +138,14 @@ class ShardReader(torch.utils.data.IterableDataset):
         self._history, self._steps_done = [], 0
 
     def _remaining(self) -> list[assign.Span]:
-        return assign.replay(self.total_rows, self._history, self.remainder)
+        return assign.replay(self.total_rows, self._history, self.remainder, self.layout)
 
     @property
     def plan(self) -> assign.EpochPlan | None:
         """This segment's plan (train mode): the rest of the epoch on this world size."""
         if self.mode != "train":
             return None
-        return assign.plan_epoch(assign.spans_length(self._remaining()), self.world_size, self.batch_size, self.remainder)
+        return assign.plan_epoch(assign.spans_length(self._remaining()), self.world_size, self.batch_size, self.remainder, self.layout)
 
     def __len__(self) -> int:
         """Batches this rank yields in the (rest of the) current epoch."""
@@ -170,6 +172,7 @@ class ShardReader(torch.utils.data.IterableDataset):
             "seed": self.seed,
             "shuffle_buffer": self.shuffle_buffer,
             "remainder": self.remainder,
+            "layout": self.layout,
             "epoch": self.epoch,
             "world_size": self.world_size,
             "segments": [[s.world_size, s.batch_size, s.steps] for s in segments],
@@ -185,7 +188,7 @@ class ShardReader(torch.utils.data.IterableDataset):
         if state.get("version") != self.STATE_VERSION:
             raise ShardError(f"reader state version {state.get('version')!r}; this reader reads version {self.STATE_VERSION}")
         mine = {"dataset_fingerprint": self.manifest["fingerprint"], "split": self.split, "seed": self.seed,
-                "shuffle_buffer": self.shuffle_buffer, "remainder": self.remainder}
+                "shuffle_buffer": self.shuffle_buffer, "remainder": self.remainder, "layout": self.layout}
         for key, value in mine.items():
             if state.get(key) != value:
                 raise ShardError(

@@ -10,14 +10,18 @@ from pipeline.dist.base import Collective, DisagreementError, available_cores, p
 
 
 def make_collective(cfg: DistConfig) -> Collective:
-    """Initialise the configured engine (horovod or single)."""
+    """Initialise the configured engine: horovod, torch (DDP) or single."""
     if cfg.engine == "horovod":
         from pipeline.dist.horovod_backend import HorovodCollective
 
         return HorovodCollective(timeout_s=cfg.timeout_s)
+    if cfg.engine == "torch":
+        from pipeline.dist.torch_backend import TorchCollective
+
+        return TorchCollective(timeout_s=cfg.timeout_s)
     if cfg.engine == "single":
         return Collective()
-    raise NotImplementedError(f"dist.engine={cfg.engine!r} is not implemented yet; use horovod or single")
+    raise ValueError(f"dist.engine={cfg.engine!r} is not one of: horovod, torch, single")
 
 
 __all__ = ["Collective", "DisagreementError", "available_cores", "make_collective", "pin_threads"]

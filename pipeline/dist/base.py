@@ -1,8 +1,9 @@
 """The one collective interface the trainer talks to, and its single-process version."""
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -15,13 +16,19 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+THREADS_VARIABLE = "PIPELINE_THREADS_PER_RANK"
+
+
 def pin_threads(local_size: int) -> int:
     """Give each local rank an equal share of the cores (at least one).
 
     Ranks that each keep torch's default (all cores) oversubscribe the machine: measured
-    ~20x slower for 2 ranks on 2 cores.
+    ~20x slower for 2 ranks on 2 cores. ``PIPELINE_THREADS_PER_RANK`` overrides the share
+    where the launcher knows better than the engine (local elastic mode names this machine
+    twice, so Horovod reports one rank per "host").
     """
-    threads = max(1, available_cores() // max(1, local_size))
+    override = os.environ.get(THREADS_VARIABLE)
+    threads = int(override) if override else max(1, available_cores() // max(1, local_size))
     torch.set_num_threads(threads)
     return threads
 
@@ -46,9 +53,29 @@ class Collective:
     def broadcast_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """Make every rank start from rank 0's parameters, buffers and optimizer state."""
 
-    def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module, fp16: bool = False) -> torch.optim.Optimizer:
+    def wrap_model(self, model: torch.nn.Module, fp16: bool = False) -> torch.nn.Module:
+        """The module to call in training (DDP wraps it; Horovod and single use it as is)."""
+        return model
+
+    def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module, fp16: bool = False,
+                       accumulate_steps: int = 1) -> torch.optim.Optimizer:
         """Return an optimizer whose step applies gradients averaged over all ranks."""
         return optimizer
+
+    def no_sync(self, model: torch.nn.Module):
+        """Context for a backward pass whose gradients are only accumulated (not all-reduced)."""
+        return contextlib.nullcontext()
+
+    def step(self, optimizer: torch.optim.Optimizer, before_step: Callable[[], None] | None = None) -> None:
+        """Average gradients over ranks (collective), run ``before_step`` on the averaged
+        gradients (e.g. clipping), then apply them."""
+        if before_step is not None:
+            before_step()
+        optimizer.step()
+
+    def allgather_object(self, obj: Any) -> list:
+        """Every rank's ``obj``, in rank order, on every rank."""
+        return [obj]
 
     def allreduce_sum(self, values: torch.Tensor, name: str) -> torch.Tensor:
         """Element-wise sum of ``values`` over ranks (float64 in, float64 out)."""
@@ -67,6 +94,9 @@ class Collective:
 
     def barrier(self) -> None:
         """Wait for every rank."""
+
+    def refresh(self) -> None:
+        """Re-read rank and world size (after an elastic reset)."""
 
     def shutdown(self) -> None:
         """Release the engine's resources."""

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -43,9 +43,45 @@ class HorovodCollective(Collective):
         self.hvd.broadcast_parameters(model.state_dict(), root_rank=0)
         self.hvd.broadcast_optimizer_state(optimizer, root_rank=0)
 
-    def wrap_optimizer(self, optimizer, model, fp16: bool = False):
+    def refresh(self) -> None:
+        self.rank, self.size = self.hvd.rank(), self.hvd.size()
+        self.local_rank, self.local_size = self.hvd.local_rank(), self.hvd.local_size()
+        self.threads = pin_threads(self.local_size)
+
+    def wrap_optimizer(self, optimizer, model, fp16: bool = False, accumulate_steps: int = 1):
         compression = self.hvd.Compression.fp16 if fp16 else self.hvd.Compression.none
-        return self.hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters(), compression=compression, op=self.hvd.Average)
+        return self.hvd.DistributedOptimizer(
+            optimizer, named_parameters=model.named_parameters(), compression=compression, op=self.hvd.Average,
+            backward_passes_per_step=accumulate_steps,
+        )
+
+    def step(self, optimizer, before_step=None) -> None:
+        if before_step is None:
+            optimizer.step()  # collective: waits for the gradient all-reduces
+            return
+        optimizer.synchronize()  # collective: gradients averaged before before_step sees them
+        before_step()
+        with optimizer.skip_synchronize():
+            optimizer.step()
+
+    def allgather_object(self, obj: Any) -> list:
+        return self.hvd.allgather_object(obj)
+
+    def run_elastic(self, train: Callable[[Any], Any], model, optimizer, on_reset: Callable[[], None], **progress) -> Any:
+        """Run ``train(state)`` under Horovod elastic: on a lost or added worker, roll back
+        to the last ``state.commit()``, re-form the ring, call ``on_reset`` and go on.
+
+        ``progress`` becomes attributes of ``state`` (committed with it); assign new
+        objects to them rather than mutating, since a commit keeps references.
+        """
+        state = self.hvd.elastic.TorchState(model=model, optimizer=optimizer, **progress)
+
+        def reset() -> None:
+            self.refresh()
+            on_reset()
+
+        state.register_reset_callbacks([reset])
+        return self.hvd.elastic.run(train)(state)
 
     def allreduce_sum(self, values: torch.Tensor, name: str) -> torch.Tensor:
         return self.hvd.allreduce(values, op=self.hvd.Sum, name=name)

@@ -1,7 +1,8 @@
-"""Launching Horovod ranks on this machine (horovodrun argv, or horovod.run in-process)."""
+"""Launching Horovod ranks: horovodrun argv (fixed or elastic), or horovod.run in-process."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from pipeline.config import Config, to_dict
 
@@ -15,9 +16,9 @@ def local_hosts(np: int) -> str:
     return f"localhost:{np}"
 
 
-def train_command(config_path: str, overrides: list[str], python: str | None = None) -> list[str]:
+def train_command(config_path: str, overrides: list[str], python: str | None = None, resume: bool = False) -> list[str]:
     """What each rank runs: jobs/train.py with the experiment config."""
-    return [python or sys.executable, "jobs/train.py", "--config", config_path, *overrides]
+    return [python or sys.executable, "jobs/train.py", "--config", config_path, *(["--resume"] if resume else []), *overrides]
 
 
 def horovodrun_argv(np: int, command: list[str], hosts: str | None = None,
@@ -29,6 +30,36 @@ def horovodrun_argv(np: int, command: list[str], hosts: str | None = None,
     return argv + list(command)
 
 
+def elastic_horovodrun_argv(min_np: int, max_np: int, discovery_script: str, command: list[str],
+                            network_interface: str | None = None, horovodrun: str = "horovodrun") -> list[str]:
+    """``horovodrun`` in elastic mode: hosts come from ``discovery_script``; the job goes on
+    while at least ``min_np`` ranks are alive."""
+    argv = [horovodrun, "-np", str(max_np), "--min-np", str(min_np), "--max-np", str(max_np),
+            "--host-discovery-script", discovery_script, "--gloo"]
+    if network_interface:
+        argv += ["--network-interface", network_interface]
+    return argv + list(command)
+
+
+def local_discovery_hosts(np: int) -> list[str]:
+    """This machine's slots under two names (localhost, 127.0.0.1).
+
+    Horovod blacklists a whole host when one of its workers dies; two names for the same
+    machine let the ranks under the other name carry on (measured: kill 1 of 2, the
+    other finishes).
+    """
+    first = (np + 1) // 2
+    return [f"localhost:{first}"] + ([f"127.0.0.1:{np - first}"] if np > first else [])
+
+
+def write_discovery_script(path: Path, hosts: list[str]) -> Path:
+    """An executable script printing ``hosts`` one per line (Horovod's discovery protocol)."""
+    lines = "".join(f"echo {h}\n" for h in hosts)
+    path.write_text(f"#!/bin/sh\n{lines}")
+    path.chmod(0o755)
+    return path
+
+
 def horovod_run_kwargs(np: int, hosts: str | None = None, network_interface: str | None = None) -> dict:
     """Keyword arguments for ``horovod.runner.run`` starting ``np`` Gloo ranks."""
     kwargs = {"np": np, "hosts": hosts or local_hosts(np), "use_gloo": True, "executable": sys.executable}
@@ -37,7 +68,7 @@ def horovod_run_kwargs(np: int, hosts: str | None = None, network_interface: str
     return kwargs
 
 
-def run_local(cfg: Config, np: int) -> dict:
+def run_local(cfg: Config, np: int, resume: bool = False) -> dict:
     """Train on ``np`` Horovod ranks on this machine; returns rank 0's result.
 
     Uses Horovod's Python launcher (``horovod.runner.run``), which starts ``np`` processes
@@ -50,7 +81,7 @@ def run_local(cfg: Config, np: int) -> dict:
     except ImportError as err:
         raise LaunchError("Horovod is not installed: run `make setup`, or use --np 1 with dist.engine=single") from err
     try:
-        results = horovod_run(train_rank, args=(to_dict(cfg),), **horovod_run_kwargs(np))
+        results = horovod_run(train_rank, args=(to_dict(cfg), resume), **horovod_run_kwargs(np))
     except RuntimeError as err:
         raise LaunchError(f"training on {np} Horovod ranks failed: {err} (each rank's log lines are above, prefixed [rank N])") from err
     return results[0]

@@ -73,13 +73,13 @@ def build_model(cfg: ModelConfig, schema: dict) -> Classifier:
             raise ModelError("model.type=mlp needs fixed-size features; this dataset has variable-length sequences: use model.type=rnn")
         cards = features[categorical]["cardinalities"] if categorical else []
         width = sum(math.prod(features[n]["shape"]) for n in tensors) + sum(_embedding_dim(c) for c in cards)
-        net = MLP(width, num_classes, cfg.hidden, cfg.dropout, cfg.batch_norm)
+        net = MLP(width, num_classes, cfg.hidden, cfg.dropout, cfg.batch_norm, cfg.activation)
         return Classifier("mlp", net, tensors, categorical, cards)
     if cfg.type == "cnn":
         shapes = [features[n]["shape"] for n in tensors]
         if len(tensors) != 1 or len(shapes[0]) not in (2, 3) or categorical or sequence:
             raise ModelError(f"model.type=cnn needs one [C, L] series or [C, H, W] image feature; the dataset has {_describe(features)}")
-        return Classifier("cnn", ConvNet(shapes[0], num_classes, cfg.channels, cfg.kernel_size, cfg.dropout, cfg.batch_norm), tensors)
+        return Classifier("cnn", ConvNet(shapes[0], num_classes, cfg.channels, cfg.kernel_size, cfg.dropout, cfg.batch_norm, cfg.activation), tensors)
     if cfg.type == "rnn":
         if sequence is not None:
             dims = features[sequence]["dims"]

@@ -4,9 +4,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pipeline.models.mlp import ACTIVATIONS
+
 
 class ConvNet(nn.Module):
-    """Conv blocks (Conv, [BatchNorm], ReLU[, MaxPool]), global average pooling, classifier.
+    """Conv blocks (Conv, [BatchNorm], activation[, MaxPool]), global average pooling, classifier.
 
     The FCN shape used as the standard time-series baseline; with 2-D convs it is a small
     image CNN. Global pooling keeps it independent of the input's spatial size.
@@ -18,9 +20,11 @@ class ConvNet(nn.Module):
         kernel_size: kernel size of every conv ("same" padding).
         dropout: dropout before the classifier.
         batch_norm: batch norm after each conv.
+        activation: relu, gelu or tanh.
     """
 
-    def __init__(self, input_shape: list[int], num_classes: int, channels: list[int], kernel_size: int = 3, dropout: float = 0.0, batch_norm: bool = True):
+    def __init__(self, input_shape: list[int], num_classes: int, channels: list[int], kernel_size: int = 3,
+                 dropout: float = 0.0, batch_norm: bool = True, activation: str = "relu"):
         super().__init__()
         conv, norm, pool = (nn.Conv2d, nn.BatchNorm2d, nn.AdaptiveAvgPool2d) if len(input_shape) == 3 else (nn.Conv1d, nn.BatchNorm1d, nn.AdaptiveAvgPool1d)
         layers: list[nn.Module] = []
@@ -30,7 +34,7 @@ class ConvNet(nn.Module):
             layers.append(conv(width, out, kernel_size, padding=kernel_size // 2, bias=not batch_norm))
             if batch_norm:
                 layers.append(norm(out))
-            layers.append(nn.ReLU())
+            layers.append(ACTIVATIONS[activation]())
             # Images: halve the resolution while it stays >= 2 so later blocks see wider context.
             if len(input_shape) == 3 and side >= 4:
                 layers.append(nn.MaxPool2d(2))

@@ -31,9 +31,18 @@ def create_run_dir(cfg: Config, name: str) -> Path:
     return run_dir
 
 
+def metrics_line(record: dict) -> str:
+    return json.dumps(record) + "\n"
+
+
 def append_metrics(run_dir: Path, record: dict) -> None:
     with open(run_dir / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write(metrics_line(record))
+
+
+def rewrite_metrics(run_dir: Path, lines: list[str]) -> None:
+    """Replace metrics.jsonl (on resume: keep only the epochs the checkpoint holds)."""
+    atomic_write_text(run_dir / "metrics.jsonl", "".join(lines))
 
 
 def atomic_torch_save(obj: dict, path: Path) -> None:

@@ -1,26 +1,32 @@
 """The data-parallel training loop: every rank runs it with its own Collective.
 
-Collectives (marked ``# collective``) are the only places ranks talk to each other.
+Collectives (marked ``# collective``) are the only places ranks talk to each other; every
+rank reaches each of them in the same order, because the number of steps per epoch is
+agreed before the first one.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from pipeline.config import Config, TrainConfig
+from pipeline.config import Config, TrainConfig, to_dict
 from pipeline.data import ShardReader
 from pipeline.dist import Collective
 from pipeline.manifest import read_manifest
 from pipeline.models import build_model
 from pipeline.schema import LABEL_COLUMN
+from pipeline.train import checkpoint as ckpt
 from pipeline.train import run_dir as rd
+from pipeline.train.schedule import learning_rate, set_learning_rate
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +37,32 @@ class TrainResult:
 
     run_dir: Path
     report: dict
+
+
+@dataclass
+class Progress:
+    """Where training stands, besides model and optimizer: what a checkpoint or an elastic
+    commit saves. Fields are replaced, never mutated in place (an elastic commit keeps
+    references, not copies).
+
+    ``reader`` is the train reader's state mid-epoch (None at an epoch boundary); ``sums``
+    are this epoch's global [loss x n, correct, seen] folded in so far, ``seconds`` and
+    ``waited`` its wall time and input wait (mean over ranks).
+    """
+
+    epoch: int = 0
+    global_step: int = 0
+    reader: dict | None = None
+    sums: list = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    seconds: float = 0.0
+    waited: float = 0.0
+    history: list = field(default_factory=list)
+    best: float | None = None
+    bad_epochs: int = 0
+    stopped: bool = False
+
+    def commit(self) -> None:
+        """Outside elastic mode progress lives in checkpoints only."""
 
 
 def dataset_path(cfg: Config) -> Path:
@@ -45,12 +77,17 @@ def make_optimizer(cfg: TrainConfig, params, lr: float) -> torch.optim.Optimizer
     return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
 
 
-def warmup_factor(step: int, warmup_steps: int, world_size: int) -> float:
-    """Multiplier on the world-scaled lr: ramps linearly from 1/W (the unscaled lr) to 1."""
-    if warmup_steps <= 0 or world_size == 1:
-        return 1.0
-    start = 1.0 / world_size
-    return start + (1.0 - start) * min(1.0, step / warmup_steps)
+def find_run_to_resume(cfg: Config) -> Path:
+    """``run.root/run.name`` if named, else the newest run of this experiment with a checkpoint."""
+    root = Path(cfg.run.root)
+    if cfg.run.name:
+        return root / cfg.run.name
+    runs = [p for p in root.glob(f"{cfg.name}-*") if ckpt.checkpoint_files(p)] if root.is_dir() else []
+    if not runs:
+        raise ckpt.CheckpointError(
+            f"--resume: no run of {cfg.name!r} with a checkpoint under {root}/; name one with run.name=<dir>"
+        )
+    return max(runs, key=lambda p: p.stat().st_mtime)
 
 
 class Trainer:
@@ -65,104 +102,180 @@ class Trainer:
     def __init__(self, cfg: Config, collective: Collective, dataset: str | Path | None = None):
         self.cfg, self.coll = cfg, collective
         self.version_dir, self.manifest = read_manifest(dataset or dataset_path(cfg))
-        tc, rc = cfg.train, cfg.data.reader
-        rank, size = collective.rank, collective.size
+        self.fingerprint = self.manifest["fingerprint"]
+        torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank (rank 0's win anyway)
+        self.model = build_model(cfg.model, self.manifest["schema"])
+        self.optimizer = make_optimizer(cfg.train, self.model.parameters(), cfg.train.lr)
+        self._build_readers()
+
+    def _build_readers(self) -> None:
+        """Readers for this rank and world size (rebuilt after an elastic reset)."""
+        tc, rc = self.cfg.train, self.cfg.data.reader
+        rank, size = self.coll.rank, self.coll.size
         self.train_reader = ShardReader(
             self.version_dir, "train", rank, size, tc.batch_size, seed=tc.seed, mode="train",
             remainder=rc.remainder, shuffle_buffer=rc.shuffle_buffer, prefetch=rc.prefetch, verify=rc.verify,
-            bucket_by_length=rc.bucket_by_length,
+            bucket_by_length=rc.bucket_by_length, layout=rc.layout,
         )
         self.eval_readers = {
             split: ShardReader(self.version_dir, split, rank, size, tc.batch_size, mode="eval", prefetch=rc.prefetch)
             for split in ("val", "test")
             if self.manifest["splits"][split]["rows"] > 0
         }
-        # Fail before the first gradient all-reduce, not inside it: ranks must agree on
-        # the data they train on and on how many steps an epoch has.
-        self.coll.agree("dataset fingerprint", int(self.manifest["fingerprint"][:15], 16))  # collective
-        self.steps = self.coll.agree("steps per epoch", len(self.train_reader))  # collective
+        self.steps = self.steps_per_epoch = len(self.train_reader)  # a whole epoch on this world size
+        # Fail before the first gradient all-reduce, not inside it.
+        self.coll.agree("dataset fingerprint", int(self.fingerprint[:15], 16))  # collective
 
-        torch.manual_seed(tc.seed)
-        self.model = build_model(cfg.model, self.manifest["schema"])
-        self.base_lr = tc.lr * (size if tc.scale_lr else 1)
-        optimizer = make_optimizer(tc, self.model.parameters(), self.base_lr)
-        self.coll.broadcast_state(self.model, optimizer)  # collective
-        self.optimizer = self.coll.wrap_optimizer(optimizer, self.model, cfg.dist.fp16_allreduce)
-        warmup_steps = int(tc.warmup_epochs * self.steps) if tc.scale_lr else 0
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: warmup_factor(step, warmup_steps, size)
-        )
-
-    def fit(self) -> TrainResult:
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Train (from the latest checkpoint of the run when ``resume``), evaluate on test,
+        write the run directory on rank 0."""
         cfg, coll = self.cfg, self.coll
-        name = coll.broadcast_object(cfg.run.name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")  # collective
-        run_dir = rd.create_run_dir(cfg, name) if coll.is_root else Path(cfg.run.root) / name
+        progress, resumed_from = Progress(), None
+        if resume:
+            self.run_dir = Path(coll.broadcast_object(str(find_run_to_resume(cfg)) if coll.is_root else None))  # collective
+            progress, resumed_from = self._resume()
+        else:
+            name = coll.broadcast_object(cfg.run.name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")  # collective
+            self.run_dir = rd.create_run_dir(cfg, name) if coll.is_root else Path(cfg.run.root) / name
+        coll.broadcast_state(self.model, self.optimizer)  # collective
+        self.train_model = coll.wrap_model(self.model, cfg.dist.fp16_allreduce)
+        self.optimizer = coll.wrap_optimizer(self.optimizer, self.model, cfg.dist.fp16_allreduce, cfg.train.accumulate_steps)
         if coll.is_root:
             log.info(
-                "training %s on %s: %d ranks x %d threads, %d steps/epoch, global batch %d, lr %.4g",
-                cfg.model.type, self.version_dir, coll.size, coll.threads, self.steps, cfg.train.batch_size * coll.size, self.base_lr,
+                "training %s on %s: %d %s ranks x %d threads, %d steps/epoch, global batch %d%s",
+                cfg.model.type, self.version_dir, coll.size, coll.engine, coll.threads, self.steps,
+                cfg.train.batch_size * coll.size, f", resumed from {resumed_from}" if resumed_from else "",
             )
-        history = []
-        for epoch in range(cfg.train.epochs):
-            record = self._train_epoch(epoch)
-            coll.average_buffers(self.model)  # collective
-            record.update(self._evaluate("val", prefix="val_"))
-            history.append(record)
-            if coll.is_root:
-                rd.append_metrics(run_dir, record)
-                self._checkpoint(run_dir, epoch)
-                log.info(
-                    "epoch %d/%d loss %.4f acc %.4f val_loss %.4f val_acc %.4f %.0f samples/s",
-                    epoch + 1, cfg.train.epochs, record["train_loss"], record["train_accuracy"],
-                    record["val_loss"], record["val_accuracy"], record["samples_per_sec"],
-                )
+        if cfg.dist.elastic:
+            progress = coll.run_elastic(self._train, self.model, self.optimizer, on_reset=lambda: None, **asdict(progress))
+        else:
+            progress = self._train(progress)
         test = self._evaluate("test", prefix="test_")
-        report = self._report(history, test)
+        report = self._report(progress, test, resumed_from)
         if coll.is_root:
-            rd.atomic_torch_save(rd.model_bundle(self.model, cfg, self.manifest), run_dir / "model.pt")
-            rd.write_report(run_dir, report)
-            rd.plot_curves(run_dir, history)
+            rd.atomic_torch_save(rd.model_bundle(self.model, cfg, self.manifest), self.run_dir / "model.pt")
+            rd.write_report(self.run_dir, report)
+            rd.plot_curves(self.run_dir, progress.history)
         coll.barrier()  # collective: no rank returns before rank 0 has written the run
-        return TrainResult(run_dir, report)
+        return TrainResult(self.run_dir, report)
 
-    def _train_epoch(self, epoch: int) -> dict:
+    def _train(self, st) -> Progress:
+        """Epochs from ``st`` to the end (or early stop). ``st`` is a Progress, or Horovod's
+        elastic state carrying the same fields; it is re-entered after an elastic reset."""
+        if self.train_reader.world_size != self.coll.size or self.train_reader.rank != self.coll.rank:
+            self._build_readers()
+        tc = self.cfg.train
+        while st.epoch < tc.epochs and not st.stopped:
+            reader = self.train_reader
+            if st.reader is not None:
+                reader.load_state_dict(st.reader)
+            else:
+                reader.set_epoch(st.epoch)
+            self.steps = self.coll.agree("steps this epoch", len(reader))  # collective
+            self._train_epoch(st, reader)
+            self.coll.average_buffers(self.model)  # collective
+            record = self._epoch_record(st)
+            record.update(self._evaluate("val", prefix="val_"))
+            st.history = [*st.history, record]
+            self._early_stopping(st, record)
+            st.epoch, st.reader = st.epoch + 1, None
+            st.sums, st.seconds, st.waited = [0.0, 0.0, 0.0], 0.0, 0.0
+            st.commit()  # collective in elastic mode
+            self._save_checkpoint(st)  # collective (gathers RNG states)
+            if self.coll.is_root:
+                rd.append_metrics(self.run_dir, record)
+                log.info(
+                    "epoch %d/%d loss %.4f acc %.4f val_loss %.4f val_acc %.4f lr %.3g %.0f samples/s",
+                    record["epoch"], tc.epochs, record["train_loss"], record["train_accuracy"],
+                    record["val_loss"], record["val_accuracy"], record["lr"], record["samples_per_sec"],
+                )
+        return Progress(**{k: getattr(st, k) for k in Progress.__dataclass_fields__})
+
+    def _train_epoch(self, st, reader: ShardReader) -> None:
+        tc, coll = self.cfg.train, self.coll
         self.model.train()
-        self.train_reader.set_epoch(epoch)
-        sums = torch.zeros(3, dtype=torch.float64)  # loss x n, correct, seen
-        waited = 0.0
-        started = time.perf_counter()
-        batches = iter(self.train_reader)
-        progress = tqdm(total=self.steps, desc=f"epoch {epoch + 1}", disable=not (self.coll.is_root and _interactive()), leave=False)
-        for _ in range(self.steps):
+        steps, accumulate = self.steps, tc.accumulate_steps
+        consumed = reader.state_dict()["samples_consumed"]  # before this segment of the epoch
+        per_batch = tc.batch_size * coll.size
+        local = torch.zeros(3, dtype=torch.float64)  # loss x n, correct, seen (this rank, since last fold)
+        clock = {"start": time.perf_counter(), "waited": 0.0}
+        clip = (lambda: torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)) if tc.grad_clip > 0 else None
+        batches = iter(reader)
+        bar = tqdm(total=steps, desc=f"epoch {st.epoch + 1}", disable=not (coll.is_root and sys.stderr.isatty()), leave=False)
+        for i in range(steps):
             t0 = time.perf_counter()
             batch = next(batches)
-            waited += time.perf_counter() - t0
+            clock["waited"] += time.perf_counter() - t0
+            group_start = i - i % accumulate
+            group = min(accumulate, steps - group_start)
+            last_in_group = i == group_start + group - 1
             y = batch[LABEL_COLUMN]
-            logits = self.model(batch)
-            loss = F.cross_entropy(logits, y)
+            with contextlib.nullcontext() if last_in_group else coll.no_sync(self.train_model):
+                logits = self.train_model(batch)
+                loss = F.cross_entropy(logits, y)
+                (loss / group).backward()
+            local += torch.tensor([loss.item() * len(y), (logits.argmax(1) == y).sum().item(), len(y)], dtype=torch.float64)
+            bar.update()
+            if not last_in_group:
+                continue
+            progress = st.epoch + (consumed + (i + 1 - group) * per_batch) / reader.total_rows
+            set_learning_rate(self.optimizer, learning_rate(tc, coll.size, progress))
+            coll.step(self.optimizer, clip)  # collective: gradients averaged over ranks
             self.optimizer.zero_grad()
-            loss.backward()
-            self.optimizer.step()  # collective: gradients averaged over ranks
-            self.scheduler.step()
-            n = len(y)
-            sums += torch.tensor([loss.item() * n, (logits.argmax(1) == y).sum().item(), n], dtype=torch.float64)
-            progress.update()
-        progress.close()
-        elapsed = time.perf_counter() - started
-        total = self.coll.allreduce_sum(sums, name=f"train.metrics.{epoch}")  # collective
-        timing = self.coll.allreduce_sum(torch.tensor([elapsed, waited], dtype=torch.float64), name=f"train.time.{epoch}")  # collective
-        seen = total[2].item()
-        mean_elapsed = timing[0].item() / self.coll.size
+            st.global_step += 1
+            commit = self.cfg.dist.elastic and st.global_step % self.cfg.dist.commit_every_steps == 0
+            save = tc.checkpoint_every_steps and st.global_step % tc.checkpoint_every_steps == 0
+            if (commit or save) and i + 1 < steps:
+                self._fold(st, local, clock)
+                st.reader = reader.state_dict()
+                if commit:
+                    st.commit()  # collective
+                if save:
+                    self._save_checkpoint(st)  # collective
+        bar.close()
+        self._fold(st, local, clock)
+
+    def _fold(self, st, local: torch.Tensor, clock: dict) -> None:
+        """Add this rank's metric sums and time since the last fold into ``st`` (global)."""
+        now = time.perf_counter()
+        values = torch.cat([local, torch.tensor([now - clock["start"], clock["waited"]], dtype=torch.float64)])
+        total = self.coll.allreduce_sum(values, name=f"train.fold.{st.global_step}")  # collective
+        st.sums = [a + b for a, b in zip(st.sums, total[:3].tolist())]
+        st.seconds += total[3].item() / self.coll.size
+        st.waited += total[4].item() / self.coll.size
+        local.zero_()
+        clock["start"], clock["waited"] = now, 0.0
+
+    def _epoch_record(self, st) -> dict:
+        loss, correct, seen = st.sums
         return {
-            "epoch": epoch + 1,
-            "train_loss": total[0].item() / seen,
-            "train_accuracy": total[1].item() / seen,
+            "epoch": st.epoch + 1,
+            "train_loss": loss / seen,
+            "train_accuracy": correct / seen,
             "train_samples": int(seen),
-            "epoch_seconds": mean_elapsed,
-            "samples_per_sec": seen / mean_elapsed,
-            "input_wait_fraction": timing[1].item() / timing[0].item(),
-            "lr": self.scheduler.get_last_lr()[0],
+            "epoch_seconds": st.seconds,
+            "samples_per_sec": seen / st.seconds,
+            "input_wait_fraction": st.waited / st.seconds,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "world_size": self.coll.size,
+            "global_step": st.global_step,
         }
+
+    def _early_stopping(self, st, record: dict) -> None:
+        tc = self.cfg.train
+        value = record[tc.early_stopping_metric]
+        if tc.early_stopping_patience == 0 or math.isnan(value):
+            return
+        sign = 1.0 if tc.early_stopping_metric == "val_loss" else -1.0  # lower is better after sign
+        if st.best is None or sign * value < sign * st.best:
+            st.best, st.bad_epochs = value, 0
+            return
+        st.bad_epochs += 1
+        if st.bad_epochs >= tc.early_stopping_patience:
+            st.stopped = True
+            if self.coll.is_root:
+                log.info("early stopping after epoch %d: %s has not improved on %.4f for %d epochs",
+                         record["epoch"], tc.early_stopping_metric, st.best, st.bad_epochs)
 
     @torch.no_grad()
     def _evaluate(self, split: str, prefix: str) -> dict:
@@ -181,41 +294,72 @@ class Trainer:
         seen = total[2].item()
         return {f"{prefix}loss": total[0].item() / seen, f"{prefix}accuracy": total[1].item() / seen, f"{prefix}samples": int(seen)}
 
-    def _checkpoint(self, run_dir: Path, epoch: int) -> None:
+    def _save_checkpoint(self, st) -> None:
+        """Rank 0 writes model, optimizer, progress (with the reader state), every rank's RNG
+        state, config, dataset fingerprint and world size, atomically."""
+        rng = self.coll.allgather_object(torch.get_rng_state())  # collective
+        if not self.coll.is_root:
+            return
         state = {
-            "format_version": rd.MODEL_FORMAT_VERSION,
-            "epoch": epoch + 1,
+            "global_step": st.global_step,
             "world_size": self.coll.size,
-            "dataset_fingerprint": self.manifest["fingerprint"],
+            "dataset_fingerprint": self.fingerprint,
+            "model_signature": ckpt.model_signature(self.model),
+            "config": to_dict(self.cfg),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "scheduler": {"kind": self.cfg.train.schedule, "lr": self.optimizer.param_groups[0]["lr"]},
+            "progress": {k: getattr(st, k) for k in Progress.__dataclass_fields__},
+            "rng": rng,
         }
-        rd.atomic_torch_save(state, run_dir / "checkpoints" / "last.pt")
+        ckpt.save_checkpoint(self.run_dir, state, self.cfg.train.keep_checkpoints)
 
-    def _report(self, history: list[dict], test: dict) -> dict:
+    def _resume(self) -> tuple[Progress, str]:
+        """Rank 0 loads the latest checkpoint into model and optimizer (broadcast after);
+        every rank gets the progress and its RNG state."""
+        coll = self.coll
+        meta = None
+        if coll.is_root:
+            path, state = ckpt.load_latest(self.run_dir)
+            ckpt.check_compatible(path, state, self.fingerprint, self.model)
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            meta = {"path": str(path), "progress": state["progress"], "rng": state["rng"], "world_size": state["world_size"]}
+            # Epochs after the checkpoint will be trained again: their metric lines go.
+            lines = [rd.metrics_line(h) for h in state["progress"]["history"]]
+            rd.rewrite_metrics(self.run_dir, lines)
+        meta = coll.broadcast_object(meta)  # collective
+        if meta["world_size"] == coll.size:
+            torch.set_rng_state(meta["rng"][coll.rank])
+        else:  # a new world: fresh, distinct streams per rank
+            torch.manual_seed(self.cfg.train.seed * 1_000_003 + coll.rank * 7919 + meta["progress"]["global_step"])
+        progress = Progress(**meta["progress"])
+        if coll.is_root:
+            log.info("resuming %s at epoch %d, step %d (saved by %d ranks, now %d)", meta["path"],
+                     progress.epoch + 1, progress.global_step, meta["world_size"], coll.size)
+        return progress, meta["path"]
+
+    def _report(self, st: Progress, test: dict, resumed_from: str | None) -> dict:
+        history = st.history
         train_time = sum(h["epoch_seconds"] for h in history)
         return {
             "test_accuracy": test["test_accuracy"],
             "test_loss": test["test_loss"],
             "test_samples": test["test_samples"],
-            "val_accuracy": history[-1]["val_accuracy"],
+            "val_accuracy": history[-1]["val_accuracy"] if history else math.nan,
             "world_size": self.coll.size,
             "engine": self.coll.engine,
             "threads_per_rank": self.coll.threads,
             "epochs": len(history),
-            "steps_per_epoch": self.steps,
+            "early_stopped": st.stopped,
+            "global_steps": st.global_step,
+            "steps_per_epoch": self.steps_per_epoch,
             "global_batch_size": self.cfg.train.batch_size * self.coll.size,
-            "train_samples_per_sec": sum(h["train_samples"] for h in history) / train_time,
+            "train_samples_per_sec": sum(h["train_samples"] for h in history) / train_time if train_time else math.nan,
             "train_seconds": train_time,
-            "dataset_fingerprint": self.manifest["fingerprint"],
+            "dataset_fingerprint": self.fingerprint,
             "dataset_version": str(self.version_dir),
             "model": self.cfg.model.type,
             "parameters": sum(p.numel() for p in self.model.parameters()),
+            "resumed_from": resumed_from,
         }
-
-
-def _interactive() -> bool:
-    import sys
-
-    return sys.stderr.isatty()

@@ -19,8 +19,9 @@ def setup_logging(rank: int) -> None:
     )
 
 
-def train_rank(cfg: Config | dict) -> dict:
-    """Initialise this rank's engine, train, shut the engine down; return run dir and report.
+def train_rank(cfg: Config | dict, resume: bool = False) -> dict:
+    """Initialise this rank's engine, train (from the run's latest checkpoint when
+    ``resume``), shut the engine down; return run dir and report.
 
     Takes a plain dict too, so launchers that pickle the call (horovod.run, Spark) ship
     data, not dataclasses.
@@ -30,7 +31,7 @@ def train_rank(cfg: Config | dict) -> dict:
     collective = make_collective(cfg.dist)
     try:
         setup_logging(collective.rank)
-        result = Trainer(cfg, collective).fit()
+        result = Trainer(cfg, collective).fit(resume=resume)
         return {"run_dir": str(result.run_dir.resolve()), "report": result.report, "is_root": collective.is_root}
     finally:
         collective.shutdown()

@@ -15,14 +15,15 @@ def _indices(spans):
 
 
 @settings(max_examples=150, deadline=None)
-@given(total=st.integers(1, 400), world=st.integers(1, 7), batch=st.integers(1, 16), remainder=st.sampled_from(["drop", "pad"]))
-def test_shares_are_equal_disjoint_and_cover(total, world, batch, remainder):
+@given(total=st.integers(1, 400), world=st.integers(1, 7), batch=st.integers(1, 16), remainder=st.sampled_from(["drop", "pad"]),
+       layout=st.sampled_from(assign.LAYOUTS))
+def test_shares_are_equal_disjoint_and_cover(total, world, batch, remainder, layout):
     remaining = [assign.Span(0, total)]
     if remainder == "drop" and total < world * batch:
         with pytest.raises(assign.ShareError, match="cannot fill one global batch"):
-            assign.plan_epoch(total, world, batch, remainder)
+            assign.plan_epoch(total, world, batch, remainder, layout)
         return
-    plan = assign.plan_epoch(total, world, batch, remainder)
+    plan = assign.plan_epoch(total, world, batch, remainder, layout)
     shares = [_indices(assign.rank_spans(remaining, plan, r)) for r in range(world)]
     assert all(len(s) == plan.steps * batch for s in shares)  # equal batch counts on every rank
     seen = Counter(i for s in shares for i in s)
@@ -36,21 +37,42 @@ def test_shares_are_equal_disjoint_and_cover(total, world, batch, remainder):
 
 @settings(max_examples=150, deadline=None)
 @given(total=st.integers(1, 500), w1=st.integers(1, 5), b1=st.integers(1, 12), w2=st.integers(1, 5), b2=st.integers(1, 12),
-       frac=st.floats(0, 1))
-def test_resume_on_another_world_size_reads_exactly_the_unread_rows(total, w1, b1, w2, b2, frac):
+       frac=st.floats(0, 1), layout=st.sampled_from(assign.LAYOUTS))
+def test_resume_on_another_world_size_reads_exactly_the_unread_rows(total, w1, b1, w2, b2, frac, layout):
     if total < w1 * b1:
         return
-    first = assign.plan_epoch(total, w1, b1, "drop")
+    first = assign.plan_epoch(total, w1, b1, "drop", layout)
     steps = int(frac * first.steps)
-    consumed = [i for r in range(w1) for i in _indices(assign.rank_spans([assign.Span(0, total)], first, r))[: steps * b1]]
-    remaining = assign.replay(total, [assign.Segment(w1, b1, steps)], "drop")
+    consumed = [i for r in range(w1) for i in _batches(assign.rank_spans([assign.Span(0, total)], first, r), b1)[:steps] for i in i]
+    remaining = assign.replay(total, [assign.Segment(w1, b1, steps)], "drop", layout)
     assert sorted(_indices(remaining)) == sorted(set(range(total)) - set(consumed))
     if assign.spans_length(remaining) < w2 * b2:
         return
-    second = assign.plan_epoch(assign.spans_length(remaining), w2, b2, "drop")
+    second = assign.plan_epoch(assign.spans_length(remaining), w2, b2, "drop", layout)
     after = [i for r in range(w2) for i in _indices(assign.rank_spans(remaining, second, r))]
     assert len(after) == len(set(after)) and not set(after) & set(consumed)
     assert total - len(consumed) - len(after) == second.dropped < w2 * b2  # only a last partial global batch is left
+
+
+def _batches(spans, batch):
+    rows = _indices(spans)
+    return [rows[i : i + batch] for i in range(0, len(rows), batch)]
+
+
+@settings(max_examples=100, deadline=None)
+@given(total=st.integers(1, 300), world=st.integers(1, 5), batch=st.integers(1, 10), remainder=st.sampled_from(["drop", "pad"]))
+def test_interleaved_global_batches_do_not_depend_on_world_size(total, world, batch, remainder):
+    """Global batch k holds the same rows for W ranks x b as for 1 rank x W*b."""
+    if remainder == "drop" and total < world * batch:
+        return
+    whole = [assign.Span(0, total)]
+    one = assign.plan_epoch(total, 1, world * batch, remainder, "interleaved")
+    many = assign.plan_epoch(total, world, batch, remainder, "interleaved")
+    assert one.steps == many.steps
+    single = _batches(assign.rank_spans(whole, one, 0), world * batch)
+    ranks = [_batches(assign.rank_spans(whole, many, r), batch) for r in range(world)]
+    for k in range(one.steps):
+        assert sorted(single[k]) == sorted(i for r in range(world) for i in ranks[r][k])
 
 
 @settings(max_examples=50, deadline=None)

@@ -1,0 +1,37 @@
+"""Run a launcher (horovodrun, torchrun) as a child process: stream its output, keep the
+tail for the error message, and find the run directory rank 0 printed last."""
+from __future__ import annotations
+
+import collections
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from pipeline.launch.horovod import LaunchError
+
+# horovodrun prefixes each rank's lines, e.g. "[0]<stdout>:" or "[1,0]<stdout>:".
+_PREFIX = re.compile(r"^\[[\d,]+\]<std(?:out|err)>:")
+
+
+def run_launcher(argv: list[str], what: str, cwd: str | Path | None = None, env: dict | None = None, tail_lines: int = 60) -> Path:
+    """Run ``argv``, echoing its output; return the run directory it reported.
+
+    Raises:
+        LaunchError: non-zero exit (with the tail of the output), or no run directory printed.
+    """
+    tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+    run_dir = None
+    with subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            tail.append(line)
+            candidate = Path(_PREFIX.sub("", line).strip())
+            if candidate.is_absolute() and (candidate / "report.json").is_file():
+                run_dir = candidate
+        code = proc.wait()
+    if code != 0:
+        raise LaunchError(f"{what} exited with status {code}; last lines:\n{''.join(tail)}")
+    if run_dir is None:
+        raise LaunchError(f"{what} finished but printed no run directory; last lines:\n{''.join(tail)}")
+    return run_dir

@@ -1,0 +1,82 @@
+"""Training checkpoints: versioned dicts of plain types and tensors, written atomically by
+rank 0 and loaded with ``torch.load(weights_only=True)`` (no code runs from a file).
+
+Files are ``checkpoints/step-<global step>.pt``; the newest ``keep`` are kept. Resuming
+takes the newest one that loads, so a file cut short by a crash is skipped, not fatal.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import torch
+
+from pipeline.train.run_dir import atomic_torch_save
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+_NAME = re.compile(r"step-(\d+)\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint, or one made for another dataset or model."""
+
+
+def checkpoint_files(run_dir: Path) -> list[Path]:
+    """Checkpoint files in ``run_dir``, newest (highest step) first."""
+    folder = Path(run_dir) / "checkpoints"
+    found = [(int(m.group(1)), p) for p in folder.glob("step-*.pt") if (m := _NAME.search(p.name))]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def save_checkpoint(run_dir: Path, state: dict, keep: int) -> Path:
+    """Write ``state`` as ``step-<state['global_step']>.pt`` and prune older files."""
+    path = Path(run_dir) / "checkpoints" / f"step-{state['global_step']:09d}.pt"
+    atomic_torch_save({"format_version": FORMAT_VERSION, **state}, path)
+    for old in checkpoint_files(run_dir)[keep:]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_latest(run_dir: Path) -> tuple[Path, dict]:
+    """The newest checkpoint of ``run_dir`` that loads.
+
+    Raises:
+        CheckpointError: none there, or none readable.
+    """
+    files = checkpoint_files(run_dir)
+    if not files:
+        raise CheckpointError(f"{run_dir}/checkpoints has no step-*.pt checkpoint to resume from; start a new run without --resume")
+    for path in files:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 -- any unreadable file: fall back to an older one
+            log.warning("%s: not a readable checkpoint (%s); trying an older one", path, str(err).splitlines()[0])
+            continue
+        if state.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(f"{path}: checkpoint format {state.get('format_version')!r}, this version reads {FORMAT_VERSION}")
+        return path, state
+    raise CheckpointError(f"no readable checkpoint in {run_dir}/checkpoints (tried {len(files)}); start a new run without --resume")
+
+
+def model_signature(model: torch.nn.Module) -> dict[str, list[int]]:
+    """Parameter and buffer names with their shapes: what a checkpoint must match."""
+    return {name: list(t.shape) for name, t in model.state_dict().items()}
+
+
+def check_compatible(path: Path, state: dict, fingerprint: str, model: torch.nn.Module) -> None:
+    """Refuse a checkpoint made for another dataset version or another model shape."""
+    if state["dataset_fingerprint"] != fingerprint:
+        raise CheckpointError(
+            f"{path} was trained on dataset {state['dataset_fingerprint'][:12]}, this run reads {fingerprint[:12]}; "
+            "resume with the same data.version, or start a new run"
+        )
+    mine, theirs = model_signature(model), state["model_signature"]
+    if mine != theirs:
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        raise CheckpointError(
+            f"{path} holds a different model ({', '.join(f'{k}: {theirs.get(k)} vs {mine.get(k)}' for k in diff[:3])}); "
+            "resume with the run's own model settings (its config.yaml), or start a new run"
+        )

@@ -1,0 +1,38 @@
+"""The all-reduce really averages gradients: 1 rank x batch 2b and 2 ranks x batch b (Horovod
+and DDP) end K SGD steps with the same parameters."""
+import json
+
+import pytest
+
+from tests.distributed.launch import final_weights, launch_argv, max_relative_difference, run_job
+
+pytestmark = pytest.mark.dist
+
+# No batch norm (its statistics are per rank) and no dropout; the same lr for the same global
+# batch; interleaved layout so global batch k holds the same rows for any world size.
+SAME_MATH = [
+    "model.batch_norm=false", "model.dropout=0", "train.optimizer=sgd", "train.lr=0.05", "train.momentum=0.9",
+    "train.scale_lr=false", "train.epochs=1", "data.reader.layout=interleaved",
+]
+
+
+def test_two_ranks_of_batch_b_match_one_rank_of_batch_2b(digits_version, tmp_path):
+    version_dir, _ = digits_version
+    common = [f"data.root={version_dir.parent.parent}", f"run.root={tmp_path}", *SAME_MATH]
+    runs = {
+        "single": ("python", 1, ["dist.engine=single", "train.batch_size=32"]),
+        "horovod": ("horovodrun", 2, ["dist.engine=horovod", "train.batch_size=16"]),
+        "torch": ("torchrun", 2, ["dist.engine=torch", "train.batch_size=16"]),
+    }
+    for name, (launcher, np, extra) in runs.items():
+        run_job(launch_argv(launcher, np, [*common, *extra, f"run.name={name}"]))
+    reports = {name: json.loads((tmp_path / name / "report.json").read_text()) for name in runs}
+    assert {r["global_steps"] for r in reports.values()} == {reports["single"]["steps_per_epoch"]} and reports["single"]["global_steps"] > 20
+    assert (reports["horovod"]["engine"], reports["horovod"]["world_size"]) == ("horovod", 2)
+    assert (reports["torch"]["engine"], reports["torch"]["world_size"]) == ("torch", 2)
+    single = final_weights(tmp_path / "single")
+    for name in ("horovod", "torch"):
+        diff = max_relative_difference(single, final_weights(tmp_path / name))
+        assert diff <= 1e-4, f"{name}: parameters differ from the 1-rank run by {diff:.2e}"
+    # ...and training really moved them (a no-op would also "match").
+    assert reports["single"]["val_accuracy"] > 0.3  # chance is 0.1
