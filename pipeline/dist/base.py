@@ -84,8 +84,8 @@ class Collective:
     def average_buffers(self, model: torch.nn.Module) -> None:
         """Average float buffers (batch-norm running stats), so every rank evaluates one model."""
 
-    def broadcast_object(self, obj: Any) -> Any:
-        """Rank 0's ``obj`` on every rank."""
+    def broadcast_object(self, obj: Any, name: str = "object") -> Any:
+        """Rank 0's ``obj`` on every rank (other ranks may pass None); ``name`` tags the collective."""
         return obj
 
     def agree(self, name: str, value: int) -> int:

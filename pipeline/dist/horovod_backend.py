@@ -91,8 +91,10 @@ class HorovodCollective(Collective):
             if buf.is_floating_point():
                 buf.copy_(self.hvd.allreduce(buf, op=self.hvd.Average, name=f"buffer.{name}"))
 
-    def broadcast_object(self, obj: Any) -> Any:
-        return self.hvd.broadcast_object(obj, root_rank=0)
+    def broadcast_object(self, obj: Any, name: str = "object") -> Any:
+        # An explicit name: Horovod's default is the type's name, which differs between a
+        # root sending a value and ranks passing None, and ranks would then wait forever.
+        return self.hvd.broadcast_object(obj, root_rank=0, name=f"broadcast.{name}")
 
     def agree(self, name: str, value: int) -> int:
         t = torch.tensor([value], dtype=torch.int64)

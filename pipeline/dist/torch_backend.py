@@ -77,7 +77,7 @@ class TorchCollective(Collective):
                 dist.all_reduce(buf, op=dist.ReduceOp.SUM)
                 buf.div_(self.size)
 
-    def broadcast_object(self, obj: Any) -> Any:
+    def broadcast_object(self, obj: Any, name: str = "object") -> Any:
         if self.size == 1:
             return obj
         box = [obj]

@@ -132,10 +132,10 @@ class Trainer:
         cfg, coll = self.cfg, self.coll
         progress, resumed_from = Progress(), None
         if resume:
-            self.run_dir = Path(coll.broadcast_object(str(find_run_to_resume(cfg)) if coll.is_root else None))  # collective
+            self.run_dir = Path(coll.broadcast_object(str(find_run_to_resume(cfg)) if coll.is_root else None, "run_dir"))  # collective
             progress, resumed_from = self._resume()
         else:
-            name = coll.broadcast_object(cfg.run.name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}")  # collective
+            name = coll.broadcast_object(cfg.run.name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}", "run_name")  # collective
             self.run_dir = rd.create_run_dir(cfg, name) if coll.is_root else Path(cfg.run.root) / name
         coll.broadcast_state(self.model, self.optimizer)  # collective
         self.train_model = coll.wrap_model(self.model, cfg.dist.fp16_allreduce)
@@ -328,7 +328,7 @@ class Trainer:
             # Epochs after the checkpoint will be trained again: their metric lines go.
             lines = [rd.metrics_line(h) for h in state["progress"]["history"]]
             rd.rewrite_metrics(self.run_dir, lines)
-        meta = coll.broadcast_object(meta)  # collective
+        meta = coll.broadcast_object(meta, "checkpoint")  # collective
         if meta["world_size"] == coll.size:
             torch.set_rng_state(meta["rng"][coll.rank])
         else:  # a new world: fresh, distinct streams per rank
