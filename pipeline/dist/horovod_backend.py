@@ -21,6 +21,28 @@ def import_horovod():
     return hvd
 
 
+# horovodrun 0.28.1 (Gloo) exports knobs it was not given as the text "(None,)", which the
+# C++ core reads as 0: a cycle time of 0 ms makes each rank's background thread spin on a
+# core, and a cache capacity of 0 turns the response cache off. Seen in the workers'
+# environment; unset, Horovod uses its defaults.
+NUMERIC_KNOBS = ("HOROVOD_CYCLE_TIME", "HOROVOD_CACHE_CAPACITY", "HOROVOD_FUSION_THRESHOLD")
+
+
+def drop_unparsable_knobs() -> list[str]:
+    """Unset Horovod tuning variables whose value is not a number; return their names."""
+    dropped = []
+    for key in NUMERIC_KNOBS:
+        value = os.environ.get(key)
+        if value is None:
+            continue
+        try:
+            float(value)
+        except ValueError:
+            del os.environ[key]
+            dropped.append(key)
+    return dropped
+
+
 class HorovodCollective(Collective):
     """Collectives over Horovod. Works under horovodrun, horovod.run, horovod.spark.run,
     and without a launcher (a world of one).
@@ -33,6 +55,7 @@ class HorovodCollective(Collective):
 
     def __init__(self, timeout_s: int = 300) -> None:
         os.environ.setdefault("HOROVOD_GLOO_TIMEOUT_SECONDS", str(timeout_s))
+        drop_unparsable_knobs()
         self.hvd = hvd = import_horovod()
         hvd.init()
         self.rank, self.size = hvd.rank(), hvd.size()

@@ -34,6 +34,7 @@ def checkpoint_files(run_dir: Path) -> list[Path]:
 def save_checkpoint(run_dir: Path, state: dict, keep: int) -> Path:
     """Write ``state`` as ``step-<state['global_step']>.pt`` and prune older files."""
     path = Path(run_dir) / "checkpoints" / f"step-{state['global_step']:09d}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save({"format_version": FORMAT_VERSION, **state}, path)
     for old in checkpoint_files(run_dir)[keep:]:
         old.unlink(missing_ok=True)

@@ -47,7 +47,8 @@ class Progress:
 
     ``reader`` is the train reader's state mid-epoch (None at an epoch boundary); ``sums``
     are this epoch's global [loss x n, correct, seen] folded in so far, ``seconds`` and
-    ``waited`` its wall time and input wait (mean over ranks).
+    ``waited`` its wall time and input wait, ``stepping`` its time in the optimizer step,
+    which waits for the gradient all-reduce (means over ranks).
     """
 
     epoch: int = 0
@@ -56,6 +57,7 @@ class Progress:
     sums: list = field(default_factory=lambda: [0.0, 0.0, 0.0])
     seconds: float = 0.0
     waited: float = 0.0
+    stepping: float = 0.0
     history: list = field(default_factory=list)
     best: float | None = None
     bad_epochs: int = 0
@@ -179,7 +181,7 @@ class Trainer:
             st.history = [*st.history, record]
             self._early_stopping(st, record)
             st.epoch, st.reader = st.epoch + 1, None
-            st.sums, st.seconds, st.waited = [0.0, 0.0, 0.0], 0.0, 0.0
+            st.sums, st.seconds, st.waited, st.stepping = [0.0, 0.0, 0.0], 0.0, 0.0, 0.0
             st.commit()  # collective in elastic mode
             self._save_checkpoint(st)  # collective (gathers RNG states)
             if self.coll.is_root:
@@ -198,7 +200,7 @@ class Trainer:
         consumed = reader.state_dict()["samples_consumed"]  # before this segment of the epoch
         per_batch = tc.batch_size * coll.size
         local = torch.zeros(3, dtype=torch.float64)  # loss x n, correct, seen (this rank, since last fold)
-        clock = {"start": time.perf_counter(), "waited": 0.0}
+        clock = {"start": time.perf_counter(), "waited": 0.0, "stepping": 0.0}
         clip = (lambda: torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)) if tc.grad_clip > 0 else None
         batches = iter(reader)
         bar = tqdm(total=steps, desc=f"epoch {st.epoch + 1}", disable=not (coll.is_root and sys.stderr.isatty()), leave=False)
@@ -220,7 +222,9 @@ class Trainer:
                 continue
             progress = st.epoch + (consumed + (i + 1 - group) * per_batch) / reader.total_rows
             set_learning_rate(self.optimizer, learning_rate(tc, coll.size, progress))
+            t0 = time.perf_counter()
             coll.step(self.optimizer, clip)  # collective: gradients averaged over ranks
+            clock["stepping"] += time.perf_counter() - t0
             self.optimizer.zero_grad()
             st.global_step += 1
             commit = self.cfg.dist.elastic and st.global_step % self.cfg.dist.commit_every_steps == 0
@@ -238,13 +242,15 @@ class Trainer:
     def _fold(self, st, local: torch.Tensor, clock: dict) -> None:
         """Add this rank's metric sums and time since the last fold into ``st`` (global)."""
         now = time.perf_counter()
-        values = torch.cat([local, torch.tensor([now - clock["start"], clock["waited"]], dtype=torch.float64)])
+        times = [now - clock["start"], clock["waited"], clock["stepping"]]
+        values = torch.cat([local, torch.tensor(times, dtype=torch.float64)])
         total = self.coll.allreduce_sum(values, name=f"train.fold.{st.global_step}")  # collective
         st.sums = [a + b for a, b in zip(st.sums, total[:3].tolist())]
         st.seconds += total[3].item() / self.coll.size
         st.waited += total[4].item() / self.coll.size
+        st.stepping += total[5].item() / self.coll.size
         local.zero_()
-        clock["start"], clock["waited"] = now, 0.0
+        clock.update(start=now, waited=0.0, stepping=0.0)
 
     def _epoch_record(self, st) -> dict:
         loss, correct, seen = st.sums
@@ -256,6 +262,7 @@ class Trainer:
             "epoch_seconds": st.seconds,
             "samples_per_sec": seen / st.seconds,
             "input_wait_fraction": st.waited / st.seconds,
+            "optimizer_step_seconds": st.stepping,
             "lr": self.optimizer.param_groups[0]["lr"],
             "world_size": self.coll.size,
             "global_step": st.global_step,

@@ -12,7 +12,7 @@ from tests.conftest import digits_config
 from tests.distributed.launch import final_weights, launch_argv, max_relative_difference, run_job
 from tests.distributed.test_engines import SAME_MATH
 
-TIMING = ("epoch_seconds", "samples_per_sec", "input_wait_fraction")
+TIMING = ("epoch_seconds", "samples_per_sec", "input_wait_fraction", "optimizer_step_seconds")
 
 
 def stopped_copy(run_dir, name, keep_step):

@@ -20,3 +20,47 @@ def test_horovod_run_kwargs_default_to_local_slots():
 def test_explicit_hosts_and_launcher_path():
     argv = horovodrun_argv(4, ["x"], hosts="node1:2,node2:2", horovodrun="/venv/bin/horovodrun")
     assert argv == ["/venv/bin/horovodrun", "-np", "4", "-H", "node1:2,node2:2", "--gloo", "x"]
+
+
+def test_torchrun_argv_is_a_pure_function_of_its_inputs():
+    from pipeline.launch.torchrun import torchrun_argv
+
+    assert torchrun_argv(2, ["jobs/train.py", "--config", "c.yaml"], master_port=29511, python="py") == [
+        "py", "-m", "torch.distributed.run", "--nnodes", "1", "--node-rank", "0", "--nproc-per-node", "2",
+        "--master-addr", "127.0.0.1", "--master-port", "29511", "jobs/train.py", "--config", "c.yaml",
+    ]
+    argv = torchrun_argv(4, ["x"], master_addr="node1", nnodes=2, node_rank=1, python="py")
+    assert argv[argv.index("--nnodes") + 1] == "2" and argv[argv.index("--master-addr") + 1] == "node1"
+
+
+def test_elastic_horovodrun_argv_and_local_discovery(tmp_path):
+    import subprocess
+
+    from pipeline.launch.horovod import elastic_horovodrun_argv, local_discovery_hosts, write_discovery_script
+
+    assert elastic_horovodrun_argv(1, 2, "/d.sh", ["py", "t.py"], network_interface="lo") == [
+        "horovodrun", "-np", "2", "--min-np", "1", "--max-np", "2", "--host-discovery-script", "/d.sh", "--gloo",
+        "--network-interface", "lo", "py", "t.py",
+    ]
+    # one slot per name for 2 ranks, so losing one "host" leaves the other
+    assert local_discovery_hosts(2) == ["localhost:1", "127.0.0.1:1"]
+    assert local_discovery_hosts(3) == ["localhost:2", "127.0.0.1:1"] and local_discovery_hosts(1) == ["localhost:1"]
+    script = write_discovery_script(tmp_path / "d.sh", local_discovery_hosts(2))
+    assert subprocess.run([str(script)], capture_output=True, text=True).stdout.split() == ["localhost:1", "127.0.0.1:1"]
+
+
+def test_train_command_passes_resume():
+    assert train_command("c.yaml", ["a=1"], python="py", resume=True) == ["py", "jobs/train.py", "--config", "c.yaml", "--resume", "a=1"]
+
+
+def test_unparsable_horovod_knobs_are_dropped(monkeypatch):
+    """horovodrun 0.28.1 exports '(None,)' for knobs it was not given; the core would read 0."""
+    from pipeline.dist.horovod_backend import drop_unparsable_knobs
+
+    monkeypatch.setenv("HOROVOD_CYCLE_TIME", "(None,)")
+    monkeypatch.setenv("HOROVOD_CACHE_CAPACITY", "(None,)")
+    monkeypatch.setenv("HOROVOD_FUSION_THRESHOLD", "0")
+    assert drop_unparsable_knobs() == ["HOROVOD_CYCLE_TIME", "HOROVOD_CACHE_CAPACITY"]
+    import os
+
+    assert "HOROVOD_CYCLE_TIME" not in os.environ and os.environ["HOROVOD_FUSION_THRESHOLD"] == "0"

@@ -1,0 +1,184 @@
+"""Distributed training throughput, each figure against a baseline measured in the same run.
+
+    .venv/bin/python bench/train.py [--epochs 3] [--repeats 2]
+
+1. Data-parallel efficiency on one machine: 2 Horovod ranks x 1 thread (batch b each) vs
+   1 process x 2 threads (batch 2b), samples/s, for the MLP, CNN and RNN experiments
+   (goal >= 0.8 MLP, >= 0.9 CNN and RNN), with the time per step spent in the optimizer
+   step (which waits for the gradient all-reduce) on each side.
+2. Horovod vs DDP (torchrun), 2 ranks, same job and data: samples/s ratio (goal >= 1.0).
+3. Tensor fusion on vs off (HOROVOD_FUSION_THRESHOLD=0) for the model with the most
+   parameter tensors.
+4. A 64 MB all-reduce between 2 ranks: bus bandwidth as a fraction of a plain loopback TCP
+   transfer between the same processes (goal >= 0.5); torch.distributed's Gloo too.
+
+Samples/s are medians over epochs after the first (warm-up) and over ``--repeats`` runs
+taken alternately. Datasets come from the synthetic experiments, prepared by the real
+prepare job in a temporary directory. Writes bench/results/train.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.common import goal, write_result  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
+from pipeline.launch.horovod import horovodrun_argv  # noqa: E402
+from pipeline.launch.torchrun import free_port, torchrun_argv  # noqa: E402
+
+PYTHON = sys.executable
+HOROVODRUN = str(Path(PYTHON).parent / "horovodrun")
+TRAIN = str(REPO / "jobs" / "train.py")
+# model: (experiment, rows, batch per rank with 2 ranks)
+CASES = {"mlp": ("synth_tabular_mlp", 200_000, 128), "cnn": ("synth_images_cnn", 12_000, 64), "rnn": ("synth_sequences_rnn", 12_000, 64)}
+GOALS = {"mlp": 0.8, "cnn": 0.9, "rnn": 0.9}
+
+
+def prepare_datasets(root: Path) -> dict[str, Path]:
+    from pipeline.prep import prepare
+    from pipeline.prep.session import get_session
+
+    spark = get_session("bench-train", "local[*]", {"spark.driver.memory": "4g", "spark.ui.enabled": "false"})
+    try:
+        out = {}
+        for model, (experiment, rows, _) in CASES.items():
+            config = REPO / "conf" / f"{experiment}.yaml"
+            cfg = load_config(config, [f"data.root={root}", f"data.source.synthetic.rows={rows}"])
+            out[model] = prepare(cfg, spark).version_dir
+            print(f"prepared {experiment}: {rows:,} rows", flush=True)
+        return out
+    finally:
+        spark.stop()
+
+
+def train(launcher: str, model: str, version: Path, runs: Path, name: str, epochs: int, env: dict | None = None) -> dict:
+    """One training run; returns its report plus per-epoch figures (after the first epoch)."""
+    experiment, _, batch = CASES[model]
+    ranks = 1 if launcher == "single" else 2
+    overrides = [
+        f"data.version={version.name}", f"data.root={version.parent.parent}", f"run.root={runs}", f"run.name={name}",
+        f"train.epochs={epochs}", f"train.batch_size={batch * (2 // ranks)}", "train.scale_lr=false",
+        {"single": "dist.engine=single", "horovod": "dist.engine=horovod", "torch": "dist.engine=torch"}[launcher],
+    ]
+    script = [TRAIN, "--config", str(REPO / "conf" / f"{experiment}.yaml"), *overrides]
+    if launcher == "horovod":
+        argv = horovodrun_argv(2, [PYTHON, *script], hosts="127.0.0.1:2", network_interface="lo", horovodrun=HOROVODRUN)
+    elif launcher == "torch":
+        argv = torchrun_argv(2, script, master_port=free_port())
+    else:
+        argv = [PYTHON, *script]
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+    run_dir = runs / name
+    report = json.loads((run_dir / "report.json").read_text())
+    epochs_after_first = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][1:]
+    steps = report["steps_per_epoch"]
+    return {
+        "samples_per_sec": statistics.median(e["samples_per_sec"] for e in epochs_after_first),
+        "optimizer_step_ms": 1000 * statistics.median(e["optimizer_step_seconds"] / steps for e in epochs_after_first),
+        "step_ms": 1000 * statistics.median(e["epoch_seconds"] / steps for e in epochs_after_first),
+        "world_size": report["world_size"], "threads_per_rank": report["threads_per_rank"],
+        "global_batch_size": report["global_batch_size"], "parameters": report["parameters"],
+    }
+
+
+def alternate(run_a, run_b, repeats: int) -> tuple[list[dict], list[dict]]:
+    """Call ``run_a(i)`` and ``run_b(i)`` alternately, ``repeats`` times each (noise hits both)."""
+    first, second = [], []
+    for i in range(repeats):
+        first.append(run_a(i))
+        second.append(run_b(i))
+    return first, second
+
+
+def median_of(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def parameter_tensors(version: Path, model: str) -> int:
+    from pipeline.manifest import read_manifest
+    from pipeline.models import build_model
+
+    cfg = load_config(REPO / "conf" / f"{CASES[model][0]}.yaml")
+    return len(list(build_model(cfg.model, read_manifest(version)[1]["schema"]).parameters()))
+
+
+def allreduce(engine: str, out: Path) -> dict:
+    script = [str(REPO / "bench" / "allreduce_worker.py"), engine, str(out)]
+    if engine == "horovod":
+        argv = horovodrun_argv(2, [PYTHON, *script], hosts="127.0.0.1:2", network_interface="lo", horovodrun=HOROVODRUN)
+    else:
+        argv = torchrun_argv(2, script, master_port=free_port())
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"all-reduce benchmark ({engine}) failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+    return json.loads(out.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    try:
+        versions = prepare_datasets(tmp / "data")
+        runs = tmp / "runs"
+
+        def run(launcher, model, i, env=None, tag=""):
+            result = train(launcher, model, versions[model], runs, f"{model}-{launcher}{tag}-{i}", args.epochs, env)
+            print(f"{model} {launcher}{tag} #{i}: {result['samples_per_sec']:,.0f} samples/s, step {result['step_ms']:.2f} ms", flush=True)
+            return result
+
+        results, goals = {"efficiency": {}, "horovod_vs_ddp": {}}, []
+        for model in CASES:
+            single, horovod = alternate(lambda i: run("single", model, i), lambda i: run("horovod", model, i), args.repeats)
+            ratio = median_of(horovod, "samples_per_sec") / median_of(single, "samples_per_sec")
+            results["efficiency"][model] = {
+                "one_process_two_threads": single, "two_ranks_one_thread": horovod, "efficiency": ratio,
+                "optimizer_step_ms_one_process": median_of(single, "optimizer_step_ms"),
+                "optimizer_step_ms_two_ranks": median_of(horovod, "optimizer_step_ms"),
+                "allreduce_wait_ms_per_step": median_of(horovod, "optimizer_step_ms") - median_of(single, "optimizer_step_ms"),
+            }
+            goals.append(goal(f"data-parallel efficiency {model} (2 ranks x 1 thread / 1 x 2 threads)", ratio, GOALS[model]))
+        for model in CASES:
+            ddp, horovod = alternate(lambda i: run("torch", model, i), lambda i: run("horovod", model, i, tag="-vs"), args.repeats)
+            ratio = median_of(horovod, "samples_per_sec") / median_of(ddp, "samples_per_sec")
+            results["horovod_vs_ddp"][model] = {"ddp": ddp, "horovod": horovod, "ratio": ratio}
+            goals.append(goal(f"Horovod vs DDP samples/s ({model})", ratio, 1.0))
+        tensors = {m: parameter_tensors(versions[m], m) for m in CASES}
+        widest = max(tensors, key=tensors.get)
+        off, on = alternate(lambda i: run("horovod", widest, i, {"HOROVOD_FUSION_THRESHOLD": "0"}, "-nofusion"),
+                            lambda i: run("horovod", widest, i, tag="-fusion"), args.repeats)
+        results["fusion"] = {
+            "model": widest, "parameter_tensors": tensors, "fusion_off": off, "fusion_on": on,
+            "on_vs_off": median_of(on, "samples_per_sec") / median_of(off, "samples_per_sec"),
+        }
+        reduce_hvd, reduce_torch = allreduce("horovod", tmp / "ar-horovod.json"), allreduce("torch", tmp / "ar-torch.json")
+        results["allreduce_64MB"] = {
+            "horovod": reduce_hvd, "torch_distributed": reduce_torch,
+            "horovod_vs_tcp": reduce_hvd["allreduce_bus_bandwidth_MBps"] / reduce_hvd["tcp_bandwidth_MBps"],
+            "torch_vs_tcp": reduce_torch["allreduce_bus_bandwidth_MBps"] / reduce_torch["tcp_bandwidth_MBps"],
+        }
+        goals.append(goal("64 MB all-reduce bus bandwidth / loopback TCP (Horovod, 2 ranks)", results["allreduce_64MB"]["horovod_vs_tcp"], 0.5))
+        path = write_result("train", {"epochs": args.epochs, "repeats": args.repeats, "cases": {m: {"experiment": c[0], "rows": c[1], "batch_per_rank": c[2]} for m, c in CASES.items()}, **results, "goals": goals})
+        for g in goals:
+            print(f"{g['name']}: {g['value']} (target {g['target']}, {'met' if g['met'] else 'NOT met'})")
+        print(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

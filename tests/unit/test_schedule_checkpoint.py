@@ -1,0 +1,51 @@
+import math
+
+import pytest
+import torch
+
+from pipeline.config import ConfigError, TrainConfig, load_config
+from pipeline.train import checkpoint as ckpt
+from pipeline.train.schedule import learning_rate
+
+
+def test_warmup_ramps_from_lr_to_the_scaled_lr_then_cosine_decays():
+    cfg = TrainConfig(lr=0.1, epochs=10, warmup_epochs=1.0, schedule="none")
+    assert learning_rate(cfg, 4, 0.0) == pytest.approx(0.1)
+    assert learning_rate(cfg, 4, 0.5) == pytest.approx(0.25)
+    assert learning_rate(cfg, 4, 1.0) == learning_rate(cfg, 4, 7.0) == pytest.approx(0.4)
+    assert learning_rate(cfg, 1, 0.0) == pytest.approx(0.1)  # nothing to warm up to
+    cosine = TrainConfig(lr=0.1, epochs=10, scale_lr=False, schedule="cosine")
+    assert learning_rate(cosine, 2, 0) == pytest.approx(0.1)
+    assert learning_rate(cosine, 2, 5) == pytest.approx(0.05)
+    assert learning_rate(cosine, 2, 10) == pytest.approx(0.0, abs=1e-12)
+    step = TrainConfig(lr=0.1, epochs=30, scale_lr=False, schedule="step", step_epochs=10, gamma=0.5)
+    assert [learning_rate(step, 1, p) for p in (0, 9.9, 10, 25)] == pytest.approx([0.1, 0.1, 0.05, 0.025])
+
+
+def test_new_training_keys_are_validated():
+    with pytest.raises(ConfigError, match="train.schedule='linear' is not one of"):
+        load_config(None, ["train.schedule=linear"])
+    with pytest.raises(ConfigError, match="train.accumulate_steps must be > 0"):
+        load_config(None, ["train.accumulate_steps=0"])
+    with pytest.raises(ConfigError, match="dist.elastic=true needs dist.engine=horovod"):
+        load_config(None, ["dist.elastic=true", "dist.engine=torch"])
+    with pytest.raises(ConfigError, match="data.reader.layout"):
+        load_config(None, ["data.reader.layout=strided"])
+
+
+def test_checkpoints_are_pruned_newest_first_and_refuse_another_model(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    for step in (5, 10, 15):
+        ckpt.save_checkpoint(tmp_path, {"global_step": step, "model": model.state_dict(), "dataset_fingerprint": "f" * 64,
+                                        "model_signature": ckpt.model_signature(model)}, keep=2)
+    assert [p.name for p in ckpt.checkpoint_files(tmp_path)] == ["step-000000015.pt", "step-000000010.pt"]
+    path, state = ckpt.load_latest(tmp_path)
+    assert state["global_step"] == 15 and state["format_version"] == ckpt.FORMAT_VERSION
+    ckpt.check_compatible(path, state, "f" * 64, model)
+    with pytest.raises(ckpt.CheckpointError, match=r"different model \(bias: \[2\] vs \[4\], weight: \[2, 3\] vs \[4, 3\]"):
+        ckpt.check_compatible(path, state, "f" * 64, torch.nn.Linear(3, 4))
+    with pytest.raises(ckpt.CheckpointError, match="trained on dataset ffffffffffff, this run reads aaaaaaaaaaaa"):
+        ckpt.check_compatible(path, state, "a" * 64, model)
+    path.write_bytes(b"cut short")
+    assert ckpt.load_latest(tmp_path)[1]["global_step"] == 10
+    assert not math.isnan(learning_rate(TrainConfig(), 1, 0.5))
