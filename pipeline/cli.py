@@ -1,4 +1,4 @@
-"""``python -m pipeline <command>``: doctor, prepare, train, run, inspect.
+"""``python -m pipeline <command>``: doctor, prepare, train, score, run, inspect.
 
 ``prepare`` prints the published version directory on its last line; ``train`` and
 ``run`` print the run directory on theirs, so scripts can take ``| tail -1``.
@@ -33,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--np", type=int, default=1, help="number of ranks (default 1: train in this process)")
     p.add_argument("--launcher", choices=("local", "spark"), default="local")
     p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    p = sub.add_parser("score", help="Spark: apply a trained model to new raw data -> predictions Parquet + metrics")
+    _config_args(p)
+    p.add_argument("--model", required=True, help="a run's model.pt")
+    p.add_argument("--input", required=True, help="raw data in the config's source format (file, directory or glob)")
+    p.add_argument("--output", required=True, help="new directory for predictions/, rejected/ and metrics.json")
     p = sub.add_parser("run", help="prepare -> train -> report")
     _config_args(p)
     p.add_argument("--np", type=int, default=2, help="number of training ranks (default 2)")
@@ -76,9 +81,10 @@ def _is_user_error(err: Exception) -> bool:
     try:
         from pipeline.prep import PrepareError
         from pipeline.prep.sources import SourceError
+        from pipeline.score import ScoreError
     except ImportError:
         return False
-    return isinstance(err, (PrepareError, SourceError))
+    return isinstance(err, (PrepareError, SourceError, ScoreError))
 
 
 def cmd_doctor(args) -> int:
@@ -127,7 +133,16 @@ def run_train(cfg: Config, np: int, launcher: str = "local", resume: bool = Fals
     if np < 1:
         raise ConfigError(f"--np must be >= 1, got {np}")
     if launcher == "spark":
-        raise ConfigError("--launcher spark is not implemented yet; use --launcher local (horovod.run on this machine)")
+        if cfg.dist.engine != "horovod" or cfg.dist.elastic:
+            raise ConfigError("--launcher spark runs Horovod ranks (horovod.spark.run): use dist.engine=horovod, dist.elastic=false")
+        from pipeline.launch.spark import run_on_spark
+        from pipeline.prep.session import get_session
+
+        spark = get_session(f"train:{cfg.name}")
+        try:
+            return run_on_spark(cfg, np, resume)
+        finally:
+            spark.stop()
     if cfg.dist.elastic:
         if cfg.dist.min_np > np:
             raise ConfigError(f"dist.min_np={cfg.dist.min_np} is more than --np {np}")
@@ -196,6 +211,23 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_score(args) -> int:
+    from pipeline.prep.session import get_session
+    from pipeline.score import score
+
+    cfg = load_config(args.config, args.overrides)
+    spark = get_session(f"score:{cfg.name}")
+    try:
+        result = score(cfg, spark, args.model, args.input, args.output)
+    finally:
+        spark.stop()
+    m = result.metrics
+    accuracy = f", accuracy {m['accuracy']:.4f} on {m['labeled_rows']} labeled rows" if "accuracy" in m else ""
+    print(f"score: {m['scored_rows']} rows scored, {m['rejected_rows']} rejected{accuracy}")
+    print(result.output)
+    return 0
+
+
 def cmd_inspect(args) -> int:
     from pipeline.inspect import describe
 
@@ -203,5 +235,5 @@ def cmd_inspect(args) -> int:
     return 0
 
 
-COMMANDS = {"doctor": cmd_doctor, "prepare": cmd_prepare, "train": cmd_train, "run": cmd_run, "inspect": cmd_inspect}
+COMMANDS = {"doctor": cmd_doctor, "prepare": cmd_prepare, "train": cmd_train, "score": cmd_score, "run": cmd_run, "inspect": cmd_inspect}
 

@@ -82,7 +82,7 @@ install_horovod() {
     py_v=$("$PY" -c 'import sys; print(f"cp{sys.version_info.major}{sys.version_info.minor}")')
     key="horovod-$HOROVOD_VERSION-torch$torch_v-$py_v-$(uname -m)"
     wheel_dir="$CACHE/wheels/$key"
-    wheel=$(ls "$wheel_dir"/horovod-*.whl 2>/dev/null | head -1 || true)
+    wheel=$(find "$wheel_dir" -maxdepth 1 -name "horovod-*.whl" 2>/dev/null | head -1 || true)
     if [ -z "$wheel" ]; then
         say "building Horovod $HOROVOD_VERSION for torch $torch_v (several minutes; cached in $wheel_dir)"
         build=$(mktemp -d)
@@ -106,7 +106,7 @@ install_horovod() {
             || { tail -n 60 "$build/build.log" >&2; die "Horovod build failed (last lines of $build/build.log above)"; }
         mv "$build"/out/horovod-*.whl "$wheel_dir"/
         rm -rf "$build"
-        wheel=$(ls "$wheel_dir"/horovod-*.whl | head -1)
+        wheel=$(find "$wheel_dir" -maxdepth 1 -name "horovod-*.whl" | head -1)
     else
         say "using cached Horovod wheel $wheel"
     fi

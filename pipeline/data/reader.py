@@ -103,15 +103,7 @@ class ShardReader(torch.utils.data.IterableDataset):
                     split, self.total_rows, world_size, batch_size, plan.steps,
                     "dropping" if plan.dropped else "padding (wrap-around)", plan.dropped or plan.padded,
                 )
-        self._norm = {}
-        for name, spec in self.features.items():
-            fitted = self.manifest["featurizer"].get(name, {})
-            if fitted.get("applied_in") == "reader":
-                view = (-1,) + (1,) * (len(spec["shape"]) - 1)
-                self._norm[name] = (
-                    torch.tensor(fitted["mean"], dtype=torch.float32).view(view),
-                    torch.tensor(fitted["std"], dtype=torch.float32).view(view),
-                )
+        self._norm = reader_norms(self.manifest)
 
     def _check_files(self, verify: bool) -> None:
         for shard in self.shards:
@@ -200,21 +192,7 @@ class ShardReader(torch.utils.data.IterableDataset):
         self._steps_done = 0
 
     def _decode(self, table: pa.Table) -> dict:
-        """Arrow -> numpy through the flat values buffers: no per-row Python."""
-        out = {}
-        for name, spec in self.features.items():
-            col = table.column(name)
-            values = _flat_values(col)
-            if spec["kind"] == "sequence":
-                lengths = table.column(length_column(name)).to_numpy().astype(np.int64)
-                offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-                np.cumsum(lengths, out=offsets[1:])
-                out[name] = Ragged(values.reshape(-1, spec["dims"]), offsets)
-            else:
-                out[name] = values.reshape(len(col), *spec["shape"])
-        out[LABEL_COLUMN] = table.column(LABEL_COLUMN).to_numpy().astype(np.int64, copy=False)
-        out[ROW_ID_COLUMN] = table.column(ROW_ID_COLUMN).to_numpy()
-        return out
+        return decode_table(table, self.features)
 
     def _read_chunks(self, stream: assign.EpochStream, spans: list[assign.Span]) -> Iterator[dict]:
         """Rows of ``spans`` in stream order, one window-sized chunk at a time.
@@ -313,22 +291,65 @@ class ShardReader(torch.utils.data.IterableDataset):
             yield self._collate({k: concat([p[k] for p in pending]) for k in pending[0]})
 
     def _collate(self, rows: dict) -> dict[str, torch.Tensor]:
-        batch = {}
-        for name, spec in self.features.items():
-            if spec["kind"] == "sequence":
-                batch[name], batch[length_column(name)] = rows[name].padded()
-                continue
-            tensor = torch.from_numpy(np.ascontiguousarray(rows[name]))
-            if spec["kind"] == "categorical":
-                batch[name] = tensor.long()
-            elif name in self._norm:
-                mean, std = self._norm[name]
-                batch[name] = tensor.float().sub_(mean).div_(std)
-            else:
-                batch[name] = tensor.float()
-        for name in (LABEL_COLUMN, ROW_ID_COLUMN):
+        return collate(rows, self.features, self._norm)
+
+
+def reader_norms(manifest: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(mean, std) per feature the featurizer leaves to the reader (uint8 tensors)."""
+    norms = {}
+    for name, spec in manifest["schema"]["features"].items():
+        fitted = manifest["featurizer"].get(name, {})
+        if fitted.get("applied_in") == "reader":
+            view = (-1,) + (1,) * (len(spec["shape"]) - 1)
+            norms[name] = (
+                torch.tensor(fitted["mean"], dtype=torch.float32).view(view),
+                torch.tensor(fitted["std"], dtype=torch.float32).view(view),
+            )
+    return norms
+
+
+def decode_table(table: pa.Table, features: dict, extra: tuple[str, ...] = (LABEL_COLUMN, ROW_ID_COLUMN)) -> dict:
+    """Arrow -> numpy through the flat values buffers: no per-row Python.
+
+    Also used by scoring, on the featurized columns of new data (``extra`` = row id only).
+    """
+    out = {}
+    for name, spec in features.items():
+        col = table.column(name)
+        values = _flat_values(col)
+        if spec["kind"] == "sequence":
+            lengths = table.column(length_column(name)).to_numpy().astype(np.int64)
+            offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+            out[name] = Ragged(values.reshape(-1, spec["dims"]), offsets)
+        else:
+            out[name] = values.reshape(len(col), *spec["shape"])
+    for name in extra:
+        values = table.column(name).to_numpy()
+        out[name] = values.astype(np.int64, copy=False) if name == LABEL_COLUMN else values
+    return out
+
+
+def collate(rows: dict, features: dict, norms: dict) -> dict[str, torch.Tensor]:
+    """Decoded rows -> the batch the models take (float32 features, int64 codes, padded
+    sequences with lengths)."""
+    batch = {}
+    for name, spec in features.items():
+        if spec["kind"] == "sequence":
+            batch[name], batch[length_column(name)] = rows[name].padded()
+            continue
+        tensor = torch.from_numpy(np.ascontiguousarray(rows[name]))
+        if spec["kind"] == "categorical":
+            batch[name] = tensor.long()
+        elif name in norms:
+            mean, std = norms[name]
+            batch[name] = tensor.float().sub_(mean).div_(std)
+        else:
+            batch[name] = tensor.float()
+    for name in (LABEL_COLUMN, ROW_ID_COLUMN):
+        if name in rows:
             batch[name] = torch.from_numpy(np.ascontiguousarray(rows[name]))
-        return batch
+    return batch
 
 
 def _flat_values(column: pa.ChunkedArray) -> np.ndarray:

@@ -101,8 +101,11 @@ def read_json(spark, data: DataConfig):
     return df, names
 
 
-def read_table(spark, data: DataConfig) -> RawData:
-    """CSV, JSON lines or Parquet; features from ``data.tensor`` or ``data.table``."""
+def read_table(spark, data: DataConfig, require_label: bool = True) -> RawData:
+    """CSV, JSON lines or Parquet; features from ``data.tensor`` or ``data.table``.
+
+    ``require_label=False`` (scoring new data) accepts input without the label column.
+    """
     from pyspark.sql import functions as F
 
     from pipeline.prep import features, validate
@@ -119,7 +122,10 @@ def read_table(spark, data: DataConfig) -> RawData:
         df = df.withColumn(CORRUPT_COLUMN, F.lit(None).cast("string"))
     if not columns:
         raise SourceError(f"{source.path}: no columns found")
-    _require_columns(source.path, columns, [source.label], "data.source.label")
+    if require_label or source.label in columns:
+        _require_columns(source.path, columns, [source.label], "data.source.label")
+    else:
+        df = df.withColumn(source.label, F.lit(None).cast("string"))
     key = list(source.key or columns)
     _require_columns(source.path, columns, key, "data.source.key")
     typed = source.type != "csv"
@@ -150,8 +156,8 @@ def read_table(spark, data: DataConfig) -> RawData:
     return RawData(df, columns, source.label, key, files, builders, [validate.check_reason(malformed)])
 
 
-def read_source(spark, data: DataConfig) -> RawData:
-    """Dispatch on ``data.source.type``."""
+def read_source(spark, data: DataConfig, require_label: bool = True) -> RawData:
+    """Dispatch on ``data.source.type``; ``require_label`` as in :func:`read_table`."""
     source = data.source
     if source.type == "synthetic":
         from pipeline.prep.synthetic import read_synthetic
@@ -160,7 +166,7 @@ def read_source(spark, data: DataConfig) -> RawData:
     if source.path is None:
         raise SourceError("data.source.path is not set; name the input file or directory in the config")
     if source.type in ("csv", "json", "parquet"):
-        return read_table(spark, data)
+        return read_table(spark, data, require_label)
     if source.type == "images":
         from pipeline.prep.images import read_images
 

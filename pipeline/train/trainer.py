@@ -227,6 +227,7 @@ class Trainer:
             clock["stepping"] += time.perf_counter() - t0
             self.optimizer.zero_grad()
             st.global_step += 1
+            self.first_step_at = getattr(self, "first_step_at", None) or time.time()
             commit = self.cfg.dist.elastic and st.global_step % self.cfg.dist.commit_every_steps == 0
             save = tc.checkpoint_every_steps and st.global_step % tc.checkpoint_every_steps == 0
             if (commit or save) and i + 1 < steps:
@@ -369,4 +370,6 @@ class Trainer:
             "model": self.cfg.model.type,
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "resumed_from": resumed_from,
+            # wall clock (unix seconds) when this process finished its first step: launch overhead
+            "first_step_at": getattr(self, "first_step_at", None),
         }

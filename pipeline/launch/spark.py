@@ -1,0 +1,67 @@
+"""Training inside Spark executors: ``horovod.spark.run`` starts one Horovod rank per Spark
+task (Gloo), each running :func:`pipeline.train.worker.train_rank`.
+
+The active SparkSession decides where tasks run (``local[N]``, a standalone master, YARN,
+Kubernetes). Every executor must see the dataset version and the run root: relative paths
+are made absolute on the driver, so on a cluster they must be on shared storage.
+"""
+from __future__ import annotations
+
+import collections
+import io
+import sys
+from pathlib import Path
+
+from pipeline.config import Config, to_dict
+from pipeline.launch.horovod import LaunchError
+
+
+class TailStream(io.TextIOBase):
+    """Echo to ``target`` and keep the last ``lines`` lines (for the error message)."""
+
+    def __init__(self, target, lines: int = 60):
+        self.target, self.tail = target, collections.deque(maxlen=lines)
+
+    def write(self, text: str) -> int:
+        self.target.write(text)
+        self.tail.extend(line for line in text.splitlines() if line.strip())
+        return len(text)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+
+def shipped_config(cfg: Config) -> dict:
+    """The config as executors get it: data and run roots absolute (resolved on the driver)."""
+    data = to_dict(cfg)
+    data["data"]["root"] = str(Path(cfg.data.root).resolve())
+    data["run"]["root"] = str(Path(cfg.run.root).resolve())
+    return data
+
+
+def run_on_spark(cfg: Config, np: int, resume: bool = False, start_timeout: int = 120) -> dict:
+    """Train on ``np`` Horovod ranks inside the active Spark application; rank 0's result.
+
+    Raises:
+        LaunchError: Horovod's Spark support is missing, too few task slots, or a rank
+            failed (with the tail of the ranks' output).
+    """
+    try:
+        import horovod.spark
+    except ImportError as err:
+        raise LaunchError("horovod.spark is not importable: run `make setup` (Horovod with Gloo and pyspark)") from err
+    from pipeline.train.worker import train_rank
+
+    out, err = TailStream(sys.stdout), TailStream(sys.stderr)
+    try:
+        results = horovod.spark.run(
+            train_rank, args=(shipped_config(cfg), resume), num_proc=np, use_gloo=True,
+            start_timeout=start_timeout, stdout=out, stderr=err, verbose=1,
+        )
+    except Exception as error:  # noqa: BLE001 -- Spark wraps the rank's exception; report it with the tail
+        tail = "\n".join([*out.tail, *err.tail][-40:])
+        raise LaunchError(
+            f"training on {np} ranks inside Spark failed: {str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__}\n"
+            f"last lines of the ranks' output:\n{tail}"
+        ) from error
+    return next(r for r in results if r["is_root"])

@@ -1,0 +1,119 @@
+"""deploy/: launch commands as data, scripts pass bash -n and shellcheck, manifests parse and
+name the right image, command and resources, dry-runs print the right commands."""
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.launch.submit import REPO, SubmitOptions, spark_submit_argv
+
+SCRIPTS = [REPO / p for p in ("deploy/local/setup.sh", "deploy/local/spark-cluster.sh", "deploy/spark/submit.sh",
+                              "deploy/slurm/train.sbatch", "deploy/k8s/spark-submit-k8s.sh")]
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_shell_scripts_parse_and_pass_shellcheck(script):
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    shellcheck = shutil.which("shellcheck") or str(Path(sys.executable).parent / "shellcheck")
+    proc = subprocess.run([shellcheck, "-x", str(script)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_spark_submit_commands_per_master():
+    local = spark_submit_argv("preprocess", ["--config", "c.yaml"], SubmitOptions(master="local[2]", spark_submit="ss"))
+    assert local[:7] == ["ss", "--master", "local[2]", "--deploy-mode", "client", "--name", "pipeline-preprocess"]
+    assert local[-3:] == [str(REPO / "jobs/preprocess.py"), "--config", "c.yaml"] and "--archives" not in local
+
+    yarn = spark_submit_argv("train", ["--np", "4"], SubmitOptions(master="yarn", env_archive="env.tgz", py_files="p.zip", executors=4))
+    assert yarn[yarn.index("--deploy-mode") + 1] == "cluster"
+    assert yarn[yarn.index("--archives") + 1] == "env.tgz#environment" and yarn[yarn.index("--py-files") + 1] == "p.zip"
+    assert "spark.yarn.appMasterEnv.PYSPARK_PYTHON=./environment/bin/python" in yarn
+    assert "spark.pyspark.python=./environment/bin/python" in yarn and yarn[yarn.index("--num-executors") + 1] == "4"
+    assert yarn[-3:] == [str(REPO / "jobs/train_on_spark.py"), "--np", "4"]
+
+    standalone = spark_submit_argv("score", [], SubmitOptions(master="spark://10.0.0.1:7077", env_archive="e.tgz"))
+    assert standalone[standalone.index("--deploy-mode") + 1] == "client"
+    assert f"spark.pyspark.driver.python={sys.executable}" in standalone  # the driver runs here
+
+    k8s = spark_submit_argv("score", ["--model", "m.pt"], SubmitOptions(master="k8s://https://api:6443", image="reg/p:1", namespace="ml"))
+    assert "spark.kubernetes.container.image=reg/p:1" in k8s and "spark.kubernetes.namespace=ml" in k8s
+    assert k8s[-3:] == ["local:///opt/pipeline/jobs/score.py", "--model", "m.pt"]
+    with pytest.raises(ValueError, match="needs --image"):
+        spark_submit_argv("score", [], SubmitOptions(master="k8s://https://api:6443"))
+    with pytest.raises(ValueError, match="unknown Spark master"):
+        spark_submit_argv("score", [], SubmitOptions(master="mesos://x"))
+
+
+def dry_run(*args: str, env: dict | None = None) -> list[list[str]]:
+    proc = subprocess.run([str(REPO / "deploy/spark/submit.sh"), "--dry-run", *args], capture_output=True, text=True,
+                          env={**os.environ, "PYTHON": sys.executable, **(env or {})})
+    assert proc.returncode == 0, proc.stderr
+    return [shlex.split(line) for line in proc.stdout.splitlines()]
+
+
+@pytest.mark.parametrize("master,expect", [
+    ("local[*]", []),
+    ("spark://127.0.0.1:7077", ["--py-files"]),
+    ("yarn", ["--archives", "--py-files"]),
+])
+def test_submit_dry_run_prints_the_full_command(master, expect):
+    (argv,) = dry_run("--master", master, *(["--pack-env"] if master == "yarn" else []), "train", "--", "--config", "conf/digits_cnn.yaml", "--np", "2")
+    assert argv[argv.index("--master") + 1] == master and argv[-4:] == ["--config", "conf/digits_cnn.yaml", "--np", "2"]
+    assert argv[-5].endswith("jobs/train_on_spark.py")
+    for flag in expect:
+        assert flag in argv
+    assert not (REPO / "build" / "pipeline-env.tar.gz").exists() or master != "yarn"  # a dry run packs nothing
+
+
+def test_kubernetes_spark_example_dry_run():
+    proc = subprocess.run([str(REPO / "deploy/k8s/spark-submit-k8s.sh"), "--dry-run"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHON": sys.executable, "K8S_MASTER": "k8s://https://api:6443", "IMAGE": "reg/pipeline:1"})
+    assert proc.returncode == 0, proc.stderr
+    preprocess, score = (shlex.split(line) for line in proc.stdout.splitlines())
+    for argv in (preprocess, score):
+        assert "spark.kubernetes.container.image=reg/pipeline:1" in argv
+        assert "spark.kubernetes.executor.volumes.persistentVolumeClaim.data.mount.path=/data" in argv
+    assert "local:///opt/pipeline/jobs/preprocess.py" in preprocess and "local:///opt/pipeline/jobs/score.py" in score
+
+
+def test_mpijob_manifest_names_image_command_and_resources():
+    job = yaml.safe_load((REPO / "deploy/k8s/mpijob-train.yaml").read_text())
+    assert job["kind"] == "MPIJob" and job["apiVersion"].startswith("kubeflow.org/")
+    launcher = job["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"][0]
+    workers = job["spec"]["mpiReplicaSpecs"]["Worker"]
+    assert launcher["command"] == ["horovodrun"] and "--gloo" in launcher["args"]
+    assert "/opt/pipeline/jobs/train.py" in launcher["args"]
+    np = int(launcher["args"][launcher["args"].index("-np") + 1])
+    assert np == workers["replicas"] * job["spec"]["slotsPerWorker"]
+    worker = workers["template"]["spec"]["containers"][0]
+    assert worker["image"] == launcher["image"] and worker["resources"]["limits"]["cpu"]
+    dockerfile = (REPO / "deploy/docker/Dockerfile").read_text()
+    assert "openjdk-17" in dockerfile and "deploy/local/setup.sh" in dockerfile and "WORKDIR /opt/pipeline" in dockerfile
+
+
+def test_slurm_script_builds_hosts_from_the_allocation_and_resumes_when_requeued(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text("#!/bin/sh\n[ \"$1 $2\" = 'show hostnames' ] && printf 'node1\\nnode2\\n'\n")
+    (bin_dir / "horovodrun").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/argv\n")
+    (bin_dir / "python").write_text("#!/bin/sh\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    run = tmp_path / "runs" / "digits_cnn-slurm-77" / "checkpoints"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHON": str(bin_dir / "python"), "PIPELINE_ROOT": str(tmp_path),
+           "SLURM_JOB_NODELIST": "node[1-2]", "SLURM_NTASKS_PER_NODE": "2", "SLURM_JOB_NUM_NODES": "2", "SLURM_JOB_ID": "77",
+           "SLURM_SUBMIT_DIR": str(tmp_path)}
+    sbatch = str(REPO / "deploy/slurm/train.sbatch")
+    subprocess.run(["bash", sbatch, "conf/digits_cnn.yaml", "train.epochs=3"], env=env, check=True, capture_output=True)
+    argv = (tmp_path / "argv").read_text().split()
+    assert argv[:5] == ["-np", "4", "-H", "node1:2,node2:2", "--gloo"] and "--resume" not in argv
+    assert "run.name=digits_cnn-slurm-77" in argv and argv[-1] == "train.epochs=3"
+    run.mkdir(parents=True)
+    (run / "step-000000200.pt").write_bytes(b"x")
+    subprocess.run(["bash", sbatch, "conf/digits_cnn.yaml"], env={**env, "SLURM_RESTART_COUNT": "1"}, check=True, capture_output=True)
+    assert "--resume" in (tmp_path / "argv").read_text().split()
