@@ -108,6 +108,7 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank (rank 0's win anyway)
         self.model = build_model(cfg.model, self.manifest["schema"])
         self.optimizer = make_optimizer(cfg.train, self.model.parameters(), cfg.train.lr)
+        self.first_step_at: float | None = None  # wall clock of this process's first step (startup cost)
         self._build_readers()
 
     def _build_readers(self) -> None:
@@ -227,7 +228,8 @@ class Trainer:
             clock["stepping"] += time.perf_counter() - t0
             self.optimizer.zero_grad()
             st.global_step += 1
-            self.first_step_at = getattr(self, "first_step_at", None) or time.time()
+            if self.first_step_at is None:
+                self.first_step_at = time.time()
             commit = self.cfg.dist.elastic and st.global_step % self.cfg.dist.commit_every_steps == 0
             save = tc.checkpoint_every_steps and st.global_step % tc.checkpoint_every_steps == 0
             if (commit or save) and i + 1 < steps:
@@ -371,5 +373,5 @@ class Trainer:
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "resumed_from": resumed_from,
             # wall clock (unix seconds) when this process finished its first step: launch overhead
-            "first_step_at": getattr(self, "first_step_at", None),
+            "first_step_at": self.first_step_at,
         }

@@ -17,6 +17,8 @@ def setup_logging(rank: int) -> None:
         datefmt="%H:%M:%S",
         force=True,
     )
+    # py4j (Spark's gateway) logs at INFO when it closes, possibly after the streams have.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 def train_rank(cfg: Config | dict, resume: bool = False) -> dict:

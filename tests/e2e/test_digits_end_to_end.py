@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from pipeline.launch.horovod import horovodrun_argv, train_command
+from pipeline.train.checkpoint import checkpoint_files
 from tests.conftest import DIGITS_CONF, DIGITS_CSV, REPO
 
 pytestmark = pytest.mark.e2e
@@ -31,7 +32,8 @@ def check_run_dir(run_dir: Path, world_size: int, epochs: int, min_accuracy: flo
     assert report["test_accuracy"] >= min_accuracy, report
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == epochs
     assert (run_dir / "config.yaml").is_file() and (run_dir / "curves.png").stat().st_size > 0
-    assert (run_dir / "checkpoints" / "last.pt").is_file()
+    latest = checkpoint_files(run_dir)[0]  # the epoch-end checkpoint, loadable without pickled code
+    assert torch.load(latest, weights_only=True)["progress"]["epoch"] == epochs
     bundle = torch.load(run_dir / "model.pt", weights_only=True)  # no pickled code in a model file
     assert bundle["dataset_fingerprint"] == report["dataset_fingerprint"]
     return report
