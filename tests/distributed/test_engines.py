@@ -1,5 +1,6 @@
 """The all-reduce really averages gradients: 1 rank x batch 2b and 2 ranks x batch b (Horovod
-and DDP) end K SGD steps with the same parameters."""
+and DDP) end K SGD steps with the same parameters; so do 2 ranks x batch b/2 accumulating
+2 batches per optimizer step."""
 import json
 
 import pytest
@@ -23,6 +24,8 @@ def test_two_ranks_of_batch_b_match_one_rank_of_batch_2b(digits_version, tmp_pat
         "single": ("python", 1, ["dist.engine=single", "train.batch_size=32"]),
         "horovod": ("horovodrun", 2, ["dist.engine=horovod", "train.batch_size=16"]),
         "torch": ("torchrun", 2, ["dist.engine=torch", "train.batch_size=16"]),
+        "horovod_accumulate": ("horovodrun", 2, ["dist.engine=horovod", "train.batch_size=8", "train.accumulate_steps=2"]),
+        "torch_accumulate": ("torchrun", 2, ["dist.engine=torch", "train.batch_size=8", "train.accumulate_steps=2"]),
     }
     for name, (launcher, np, extra) in runs.items():
         run_job(launch_argv(launcher, np, [*common, *extra, f"run.name={name}"]))
@@ -31,7 +34,7 @@ def test_two_ranks_of_batch_b_match_one_rank_of_batch_2b(digits_version, tmp_pat
     assert (reports["horovod"]["engine"], reports["horovod"]["world_size"]) == ("horovod", 2)
     assert (reports["torch"]["engine"], reports["torch"]["world_size"]) == ("torch", 2)
     single = final_weights(tmp_path / "single")
-    for name in ("horovod", "torch"):
+    for name in ("horovod", "torch", "horovod_accumulate", "torch_accumulate"):
         diff = max_relative_difference(single, final_weights(tmp_path / name))
         assert diff <= 1e-4, f"{name}: parameters differ from the 1-rank run by {diff:.2e}"
     # ...and training really moved them (a no-op would also "match").
