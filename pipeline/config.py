@@ -282,6 +282,7 @@ class TrainConfig:
             once per optimizer step.
         early_stopping_patience: stop after this many epochs without a better
             ``early_stopping_metric``; 0 is off.
+        early_stopping_min_delta: how much better the metric must get to count.
         checkpoint_every_steps: also checkpoint every N optimizer steps (0: epoch ends only).
         keep_checkpoints: newest checkpoint files kept in ``checkpoints/``.
     """
@@ -302,6 +303,7 @@ class TrainConfig:
     accumulate_steps: int = 1
     early_stopping_patience: int = 0
     early_stopping_metric: str = "val_loss"
+    early_stopping_min_delta: float = 0.0
     checkpoint_every_steps: int = 0
     keep_checkpoints: int = 2
 
@@ -456,6 +458,7 @@ def validate(cfg: Config) -> None:
         "train.grad_clip": cfg.train.grad_clip,
         "train.warmup_epochs": cfg.train.warmup_epochs,
         "train.early_stopping_patience": cfg.train.early_stopping_patience,
+        "train.early_stopping_min_delta": cfg.train.early_stopping_min_delta,
         "train.checkpoint_every_steps": cfg.train.checkpoint_every_steps,
         "model.dropout": cfg.model.dropout,
     }

@@ -277,7 +277,7 @@ class Trainer:
         if tc.early_stopping_patience == 0 or math.isnan(value):
             return
         sign = 1.0 if tc.early_stopping_metric == "val_loss" else -1.0  # lower is better after sign
-        if st.best is None or sign * value < sign * st.best:
+        if st.best is None or sign * value < sign * st.best - tc.early_stopping_min_delta:
             st.best, st.bad_epochs = value, 0
             return
         st.bad_epochs += 1

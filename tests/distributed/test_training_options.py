@@ -1,0 +1,35 @@
+"""Training options with observable effects, in one process on the real digits version."""
+import json
+
+import torch
+
+from pipeline.config import ModelConfig
+from pipeline.models import build_model
+from pipeline.train.worker import train_rank
+from tests.conftest import digits_config
+
+
+def test_early_stopping_stops_when_val_loss_stops_improving(digits_version, tmp_path):
+    root = digits_version[0].parent.parent
+    # min_delta larger than any possible gain: only the first epoch is an improvement.
+    result = train_rank(digits_config(root, tmp_path, "dist.engine=single", "run.name=es", "train.epochs=10",
+                                      "train.early_stopping_patience=2", "train.early_stopping_min_delta=100"))
+    report = result["report"]
+    assert report["early_stopped"] and report["epochs"] == 3
+    assert len((tmp_path / "es" / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_gradient_clipping_bounds_every_update(digits_version, tmp_path):
+    root = digits_version[0].parent.parent
+    lr, clip = 0.1, 1e-3
+    result = train_rank(digits_config(root, tmp_path, "dist.engine=single", "run.name=clip", "train.epochs=1",
+                                      "train.optimizer=sgd", "train.momentum=0", f"train.lr={lr}", f"train.grad_clip={clip}",
+                                      "train.schedule=none", "model.batch_norm=false", "model.dropout=0"))
+    bundle = torch.load(tmp_path / "clip" / "model.pt", weights_only=True)
+    torch.manual_seed(0)  # the trainer's initial weights (train.seed=0)
+    start = build_model(ModelConfig(**bundle["model"]), bundle["schema"]).state_dict()
+    drift = torch.sqrt(sum(((bundle["state_dict"][k] - start[k]) ** 2).sum() for k in start)).item()
+    steps = result["report"]["global_steps"]
+    # Each SGD step moves the parameters by lr x (clipped) gradient norm <= lr x clip.
+    assert 0 < drift <= steps * lr * clip * (1 + 1e-4)
+    assert json.loads((tmp_path / "clip" / "metrics.jsonl").read_text().splitlines()[0])["train_samples"] > 0
