@@ -172,8 +172,8 @@ def _run_subprocess(cfg: Config, np: int, resume: bool, kind: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="pipeline-launch-") as tmp:
         config_path = Path(tmp) / "config.yaml"
         config_path.write_text(to_yaml(cfg))
-        command = horovod.train_command(str(config_path), [], resume=resume)
-        command[1] = str(REPO_ROOT / command[1])  # ranks run in this directory: relative paths keep their meaning
+        # An absolute script: ranks run in this directory, so relative paths keep their meaning.
+        command = horovod.train_command(str(config_path), [], resume=resume, script=str(REPO_ROOT / "jobs" / "train.py"))
         if kind == "torchrun":
             argv = torchrun.torchrun_argv(np, command[1:], master_port=torchrun.free_port())
         else:

@@ -16,9 +16,10 @@ def local_hosts(np: int) -> str:
     return f"localhost:{np}"
 
 
-def train_command(config_path: str, overrides: list[str], python: str | None = None, resume: bool = False) -> list[str]:
-    """What each rank runs: jobs/train.py with the experiment config."""
-    return [python or sys.executable, "jobs/train.py", "--config", config_path, *(["--resume"] if resume else []), *overrides]
+def train_command(config_path: str, overrides: list[str], python: str | None = None, resume: bool = False,
+                  script: str = "jobs/train.py") -> list[str]:
+    """What each rank runs: ``script`` (jobs/train.py) with the experiment config."""
+    return [python or sys.executable, script, "--config", config_path, *(["--resume"] if resume else []), *overrides]
 
 
 def horovodrun_argv(np: int, command: list[str], hosts: str | None = None,

@@ -66,6 +66,11 @@ class Progress:
     def commit(self) -> None:
         """Outside elastic mode progress lives in checkpoints only."""
 
+    @classmethod
+    def fields_of(cls, state) -> dict:
+        """The Progress fields of ``state`` (a Progress or Horovod's elastic state)."""
+        return {k: getattr(state, k) for k in cls.__dataclass_fields__}
+
 
 def dataset_path(cfg: Config) -> Path:
     """The dataset version training reads: ``data.version`` if set, else LATEST."""
@@ -125,7 +130,7 @@ class Trainer:
             for split in ("val", "test")
             if self.manifest["splits"][split]["rows"] > 0
         }
-        self.steps = self.steps_per_epoch = len(self.train_reader)  # a whole epoch on this world size
+        self.steps_per_epoch = len(self.train_reader)  # a whole epoch on this world size
         # Fail before the first gradient all-reduce, not inside it.
         self.coll.agree("dataset fingerprint", int(self.fingerprint[:15], 16))  # collective
 
@@ -146,7 +151,7 @@ class Trainer:
         if coll.is_root:
             log.info(
                 "training %s on %s: %d %s ranks x %d threads, %d steps/epoch, global batch %d%s",
-                cfg.model.type, self.version_dir, coll.size, coll.engine, coll.threads, self.steps,
+                cfg.model.type, self.version_dir, coll.size, coll.engine, coll.threads, self.steps_per_epoch,
                 cfg.train.batch_size * coll.size, f", resumed from {resumed_from}" if resumed_from else "",
             )
         if cfg.dist.elastic:
@@ -174,8 +179,8 @@ class Trainer:
                 reader.load_state_dict(st.reader)
             else:
                 reader.set_epoch(st.epoch)
-            self.steps = self.coll.agree("steps this epoch", len(reader))  # collective
-            self._train_epoch(st, reader)
+            steps = self.coll.agree("steps this epoch", len(reader))  # collective
+            self._train_epoch(st, reader, steps)
             self.coll.average_buffers(self.model)  # collective
             record = self._epoch_record(st)
             record.update(self._evaluate("val", prefix="val_"))
@@ -192,12 +197,13 @@ class Trainer:
                     record["epoch"], tc.epochs, record["train_loss"], record["train_accuracy"],
                     record["val_loss"], record["val_accuracy"], record["lr"], record["samples_per_sec"],
                 )
-        return Progress(**{k: getattr(st, k) for k in Progress.__dataclass_fields__})
+        return Progress(**Progress.fields_of(st))
 
-    def _train_epoch(self, st, reader: ShardReader) -> None:
+    def _train_epoch(self, st, reader: ShardReader, steps: int) -> None:
+        """``steps`` batches (the rest of this epoch) from ``reader``, folded into ``st``."""
         tc, coll = self.cfg.train, self.coll
         self.model.train()
-        steps, accumulate = self.steps, tc.accumulate_steps
+        accumulate = tc.accumulate_steps
         consumed = reader.state_dict()["samples_consumed"]  # before this segment of the epoch
         per_batch = tc.batch_size * coll.size
         local = torch.zeros(3, dtype=torch.float64)  # loss x n, correct, seen (this rank, since last fold)
@@ -319,7 +325,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": {"kind": self.cfg.train.schedule, "lr": self.optimizer.param_groups[0]["lr"]},
-            "progress": {k: getattr(st, k) for k in Progress.__dataclass_fields__},
+            "progress": Progress.fields_of(st),
             "rng": rng,
         }
         ckpt.save_checkpoint(self.run_dir, state, self.cfg.train.keep_checkpoints)

@@ -1,8 +1,6 @@
 """Two real Horovod processes over Gloo on 127.0.0.1."""
 import json
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,17 +8,13 @@ import torch
 from pipeline.dist import available_cores
 from pipeline.launch.horovod import horovodrun_argv
 from tests.conftest import DIGITS_CONF, REPO
+from tests.distributed.launch import HOROVODRUN, run_job
 
 pytestmark = pytest.mark.dist
-HOROVODRUN = str(Path(sys.executable).parent / "horovodrun")
 
 
-def run_ranks(command: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
-    argv = horovodrun_argv(2, command, hosts="127.0.0.1:2", network_interface="lo", horovodrun=HOROVODRUN)
-    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        pytest.fail(f"horovodrun exited {proc.returncode}:\n{(proc.stdout + proc.stderr)[-4000:]}")
-    return proc
+def run_ranks(command: list[str]) -> None:
+    run_job(horovodrun_argv(2, command, hosts="127.0.0.1:2", network_interface="lo", horovodrun=HOROVODRUN))
 
 
 def test_two_ranks_end_with_identical_parameters_and_summed_metrics(digits_version, tmp_path):
