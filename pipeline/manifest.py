@@ -1,14 +1,15 @@
 """Reading and writing ``manifest.json``, the contract between prepare and train.
 
-A dataset version is a directory ``<root>/<name>/v-<fingerprint>/``; it exists only once
-its manifest is written. ``<root>/<name>/LATEST`` names the newest complete version.
+A dataset version is a directory (or object-store prefix) ``<root>/<name>/v-<fingerprint>/``;
+it exists only once its manifest is written. ``<root>/<name>/LATEST`` names the newest
+complete version; a version id works without it. Locations are paths or URIs
+(:mod:`pipeline.storage`).
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-from pathlib import Path
+
+from pipeline import storage
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -20,49 +21,29 @@ class ManifestError(ValueError):
     """A dataset path without a usable manifest; the message names the path and the fix."""
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes (the checksum the manifest records per shard)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old file or the new one, never half."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_manifest(version_dir: str | Path, manifest: dict) -> Path:
-    """Write the manifest last and atomically; returns its path."""
+def write_manifest(version_dir: str, manifest: dict) -> str:
+    """Write the manifest as one complete object, last: it publishes the version."""
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     assert not missing, f"manifest lacks {missing}"
-    path = Path(version_dir) / MANIFEST_NAME
-    atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    path = storage.join(version_dir, MANIFEST_NAME)
+    storage.write_text(path, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
     return path
 
 
-def resolve_version(path: str | Path) -> Path:
+def resolve_version(path: str) -> str:
     """Turn a version dir, a manifest file or a dataset dir (via LATEST) into a version dir."""
-    path = Path(path)
-    if path.name == MANIFEST_NAME:
-        path = path.parent
-    if (path / MANIFEST_NAME).is_file():
+    path = storage.absolute(str(path)).rstrip("/")
+    if storage.basename(path) == MANIFEST_NAME:
+        path = storage.parent(path)
+    if storage.is_file(storage.join(path, MANIFEST_NAME)):
         return path
-    latest = path / LATEST_NAME
-    if latest.is_file():
-        target = path / latest.read_text().strip()
-        if (target / MANIFEST_NAME).is_file():
+    latest = storage.join(path, LATEST_NAME)
+    if storage.is_file(latest):
+        target = storage.join(path, storage.read_text(latest).strip())
+        if storage.is_file(storage.join(target, MANIFEST_NAME)):
             return target
         raise ManifestError(f"{latest} points to {target}, which has no {MANIFEST_NAME}; re-run prepare")
-    if not path.exists():
+    if not storage.exists(path):
         raise ManifestError(f"dataset path {path} does not exist; run `python -m pipeline prepare` first")
     raise ManifestError(
         f"{path} is neither a dataset version (no {MANIFEST_NAME}) nor a dataset directory (no {LATEST_NAME}); "
@@ -70,12 +51,12 @@ def resolve_version(path: str | Path) -> Path:
     )
 
 
-def read_manifest(path: str | Path) -> tuple[Path, dict]:
+def read_manifest(path: str) -> tuple[str, dict]:
     """Return ``(version_dir, manifest)`` for ``path``; see :func:`resolve_version`."""
     version_dir = resolve_version(path)
-    manifest_path = version_dir / MANIFEST_NAME
+    manifest_path = storage.join(version_dir, MANIFEST_NAME)
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = json.loads(storage.read_text(manifest_path))
     except json.JSONDecodeError as err:
         raise ManifestError(f"{manifest_path} is not valid JSON ({err}); re-run prepare") from None
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
@@ -89,6 +70,6 @@ def read_manifest(path: str | Path) -> tuple[Path, dict]:
     return version_dir, manifest
 
 
-def dataset_dir(root: str | Path, name: str) -> Path:
-    """Directory holding all versions of dataset ``name``."""
-    return Path(root) / name
+def dataset_dir(root: str, name: str) -> str:
+    """Directory (prefix) holding all versions of dataset ``name``."""
+    return storage.join(storage.absolute(str(root)), name)

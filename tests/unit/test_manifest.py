@@ -20,8 +20,8 @@ def test_write_then_read_via_latest(tmp_path):
     write_manifest(version, _manifest())
     (tmp_path / "d" / "LATEST").write_text("v-abc\n")
     got_dir, got = read_manifest(tmp_path / "d")
-    assert got_dir == version and got["input_rows"] == 3
-    assert resolve_version(version / "manifest.json") == version
+    assert got_dir == str(version) and got["input_rows"] == 3
+    assert resolve_version(version / "manifest.json") == str(version)
     assert not list(version.glob(".*tmp*")), "atomic write leaves no temp file"
 
 
