@@ -11,6 +11,7 @@ Rank 0 prints the run directory as its last line.
 import argparse
 import sys
 
+from pipeline.cli import parse_with_overrides
 from pipeline.config import load_config
 from pipeline.train.worker import train_rank
 
@@ -20,7 +21,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--config", required=True)
     parser.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args(argv)
+    args = parse_with_overrides(parser, argv)
     cfg = load_config(args.config, args.overrides)
     result = train_rank(cfg, resume=args.resume)
     if result["is_root"]:

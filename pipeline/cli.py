@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.config import Config, ConfigError, load_config
+from pipeline.config import Config, ConfigError, load_config, with_absolute_locations
 
 log = logging.getLogger("pipeline")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -46,8 +46,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_with_overrides(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse ``argv`` letting ``key=value`` overrides stand anywhere on the line, also
+    after options (argparse alone stops collecting a positional list at the first option)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        stray = [x for x in extra if x.startswith("-") or "=" not in x]
+        if stray or not hasattr(args, "overrides"):
+            parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_with_overrides(build_parser(), argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     # py4j logs at exit; under spark-submit that would land after the promised last line.
     logging.getLogger("py4j").setLevel(logging.WARNING)
@@ -74,8 +86,11 @@ def _is_user_error(err: Exception) -> bool:
     from pipeline.train.checkpoint import CheckpointError
     from pipeline.train.run_dir import RunDirError
 
+    from pipeline.data.cache import CacheError
+    from pipeline.storage import StorageError
+
     ours = (ShardError, ShareError, DisagreementError, LaunchError, ManifestError, ModelError, SchemaError, RunDirError,
-            CheckpointError)
+            CheckpointError, StorageError, CacheError)
     if isinstance(err, ours):
         return True
     try:
@@ -99,7 +114,12 @@ def cmd_doctor(args) -> int:
     return 0
 
 
-def run_prepare(cfg: Config) -> Path:
+def load(args) -> Config:
+    """The command's config, with relative locations made absolute here, on the driver."""
+    return with_absolute_locations(load_config(args.config, args.overrides))
+
+
+def run_prepare(cfg: Config) -> str:
     """Prepare in a Spark session that is stopped afterwards; returns the version dir."""
     from pipeline.prep import prepare
     from pipeline.prep.session import get_session
@@ -119,13 +139,14 @@ def run_prepare(cfg: Config) -> Path:
 
 
 def cmd_prepare(args) -> int:
-    cfg = load_config(args.config, args.overrides)
+    cfg = load(args)
     print(run_prepare(cfg))
     return 0
 
 
 def run_train(cfg: Config, np: int, launcher: str = "local", resume: bool = False) -> dict:
-    """Train on ``np`` ranks with the chosen launcher; returns rank 0's result.
+    """Train on ``np`` ranks with the chosen launcher; returns rank 0's result. ``cfg``'s
+    locations must already be absolute (:func:`load`).
 
     Horovod: ``horovod.run`` (or elastic ``horovodrun`` when ``dist.elastic``); torch:
     ``torchrun``; ``--np 1``: this process.
@@ -165,11 +186,13 @@ def _run_subprocess(cfg: Config, np: int, resume: bool, kind: str) -> dict:
     import json
     import tempfile
 
+    from pipeline import storage
     from pipeline.config import to_yaml
     from pipeline.launch import horovod, torchrun
     from pipeline.launch.process import run_launcher
+    from pipeline.launch.secrets import secrets_in_file
 
-    with tempfile.TemporaryDirectory(prefix="pipeline-launch-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="pipeline-launch-") as tmp, secrets_in_file(os.environ) as env:
         config_path = Path(tmp) / "config.yaml"
         config_path.write_text(to_yaml(cfg))
         # An absolute script: ranks run in this directory, so relative paths keep their meaning.
@@ -180,25 +203,30 @@ def _run_subprocess(cfg: Config, np: int, resume: bool, kind: str) -> dict:
             script = horovod.write_discovery_script(Path(tmp) / "discover-hosts.sh", horovod.local_discovery_hosts(np))
             horovodrun = str(Path(sys.executable).parent / "horovodrun")
             argv = horovod.elastic_horovodrun_argv(cfg.dist.min_np, np, str(script), command, network_interface="lo", horovodrun=horovodrun)
-        env = None
         if kind == "elastic":  # both "hosts" are this machine: share its cores
             from pipeline.dist.base import THREADS_VARIABLE, available_cores
 
-            env = {**os.environ, THREADS_VARIABLE: str(max(1, available_cores() // np))}
+            env[THREADS_VARIABLE] = str(max(1, available_cores() // np))
         run_dir = run_launcher(argv, f"{kind} ({np} ranks)", env=env)
-    return {"run_dir": str(run_dir), "report": json.loads((run_dir / "report.json").read_text()), "is_root": True}
+    return {"run_dir": run_dir, "report": json.loads(storage.read_text(storage.join(run_dir, "report.json"))), "is_root": True}
 
 
 def cmd_train(args) -> int:
-    cfg = load_config(args.config, args.overrides)
+    cfg = load(args)
     result = run_train(cfg, args.np, args.launcher, resume=args.resume)
     print(result["run_dir"])
     return 0
 
 
 def cmd_run(args) -> int:
-    cfg = load_config(args.config, args.overrides)
+    import dataclasses
+
+    from pipeline import storage
+
+    cfg = load(args)
     version_dir = run_prepare(cfg)
+    # Train on exactly the version just prepared, not on whatever LATEST names by now.
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, version=storage.basename(version_dir)))
     result = run_train(cfg, args.np)
     r = result["report"]
     print(
@@ -212,13 +240,15 @@ def cmd_run(args) -> int:
 
 
 def cmd_score(args) -> int:
+    from pipeline import storage
     from pipeline.prep.session import get_session
     from pipeline.score import score
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load(args)
+    model, source, output = (storage.absolute(p) for p in (args.model, args.input, args.output))
     spark = get_session(f"score:{cfg.name}")
     try:
-        result = score(cfg, spark, args.model, args.input, args.output)
+        result = score(cfg, spark, model, source, output)
     finally:
         spark.stop()
     m = result.metrics
@@ -231,7 +261,9 @@ def cmd_score(args) -> int:
 def cmd_inspect(args) -> int:
     from pipeline.inspect import describe
 
-    print(describe(Path(args.path)))
+    from pipeline import storage
+
+    print(describe(storage.absolute(args.path)))
     return 0
 
 

@@ -201,6 +201,13 @@ class ReaderConfig:
             piece, so it decodes only its share of row groups. ``interleaved``: global
             batch k is the same rows for any world size (1 rank x 2b sees what 2 ranks x b
             see), so results do not depend on W; every rank decodes the whole stream.
+        cache_dir: a node-local directory where whole shards are kept after their first
+            download (checked against the manifest's sha256); None streams ranged reads
+            of the row groups a rank needs, straight from the store.
+        cache_max_bytes: the cache's size bound; least recently used shards go first.
+        readahead: on an object store (no cache), row groups fetched ahead in parallel,
+            hiding each ranged read's latency; 0 fetches one at a time. Local files are
+            always read inline.
     """
 
     remainder: str = "drop"
@@ -209,6 +216,9 @@ class ReaderConfig:
     verify: bool = False
     bucket_by_length: bool = False
     layout: str = "contiguous"
+    cache_dir: Optional[str] = None
+    cache_max_bytes: int = 20 * 2**30
+    readahead: int = 4
 
 
 @dataclass
@@ -216,6 +226,8 @@ class DataConfig:
     """Dataset: source, validation, split, shards, and the reader that streams it.
 
     Args:
+        root: where dataset versions live: a path or a URI (``s3://bucket/prefix``,
+            ``gs://``, ``hdfs://``, ``file://``).
         name: dataset name; versions live in ``<root>/<name>/v-<fingerprint>/``. None: the
             experiment name.
         version: the version directory training reads (e.g. ``v-24bc2089afba38aa``); None:
@@ -334,7 +346,8 @@ class DistConfig:
 
 @dataclass
 class RunConfig:
-    """Where a run writes: ``<root>/<name>/``; name None means ``<experiment>-<timestamp>``."""
+    """Where a run writes: ``<root>/<name>/`` (root a path or a URI, as ``data.root``); name
+    None means ``<experiment>-<timestamp>``."""
 
     root: str = "runs"
     name: Optional[str] = None
@@ -440,6 +453,7 @@ def validate(cfg: Config) -> None:
         "data.shards.rows_per_shard": cfg.data.shards.rows_per_shard,
         "data.shards.row_group_rows": cfg.data.shards.row_group_rows,
         "data.reader.shuffle_buffer": cfg.data.reader.shuffle_buffer,
+        "data.reader.cache_max_bytes": cfg.data.reader.cache_max_bytes,
         "train.epochs": cfg.train.epochs,
         "train.batch_size": cfg.train.batch_size,
         "dist.timeout_s": cfg.dist.timeout_s,
@@ -456,6 +470,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.lr must be > 0, got {cfg.train.lr}")
     non_negative = {
         "train.grad_clip": cfg.train.grad_clip,
+        "data.reader.readahead": cfg.data.reader.readahead,
         "train.warmup_epochs": cfg.train.warmup_epochs,
         "train.early_stopping_patience": cfg.train.early_stopping_patience,
         "train.early_stopping_min_delta": cfg.train.early_stopping_min_delta,
@@ -487,6 +502,29 @@ def _get(cfg: Any, dotted: str) -> Any:
         if node is None:
             return None
     return node
+
+
+def with_absolute_locations(cfg: Config) -> Config:
+    """``cfg`` with ``data.root``, ``run.root``, ``data.source.path`` and
+    ``data.reader.cache_dir`` made absolute against this process's working directory (URIs
+    unchanged). Done on the driver, before the config reaches executors or ranks.
+    """
+    from pipeline import storage
+
+    def fix(location):
+        return None if location is None else storage.absolute(location)
+
+    data = cfg.data
+    if data.reader.cache_dir is not None and not storage.is_local(data.reader.cache_dir):
+        raise ConfigError(f"data.reader.cache_dir={data.reader.cache_dir!r} must be a local directory on each node")
+    return dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(
+            data, root=fix(data.root), source=dataclasses.replace(data.source, path=fix(data.source.path)),
+            reader=dataclasses.replace(data.reader, cache_dir=fix(data.reader.cache_dir)),
+        ),
+        run=dataclasses.replace(cfg.run, root=fix(cfg.run.root)),
+    )
 
 
 def to_dict(cfg: Config) -> dict:

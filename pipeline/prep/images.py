@@ -62,7 +62,7 @@ def read_images(spark, data: DataConfig) -> RawData:
     from pipeline.prep import features
 
     root = data.source.path
-    files = list_input_files(root)
+    files = [f.uri for f in list_input_files(root)]
     img = data.image
     raw = (
         spark.read.format("binaryFile")

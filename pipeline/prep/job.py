@@ -9,11 +9,12 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
-from pipeline.config import Config, ShardConfig, to_dict
+from pipeline import storage
+from pipeline.config import Config, ShardConfig, to_dict, with_absolute_locations
 from pipeline.manifest import FORMAT_VERSION, dataset_dir, read_manifest, write_manifest
-from pipeline.prep import publish, shards, sources, validate
+from pipeline.prep import output, publish, shards, sources, validate
+from pipeline.prep.output import recorded
 from pipeline.schema import LABEL_COLUMN, REASON_COLUMN, ROW_ID_COLUMN, SPLITS
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ class PrepareError(RuntimeError):
 class PrepareResult:
     """What prepare did: the version directory, and whether this run published it."""
 
-    version_dir: Path
+    version_dir: str
     published: bool
     manifest: dict
 
@@ -37,8 +38,10 @@ def prepare(cfg: Config, spark) -> PrepareResult:
     """Turn ``cfg.data.source`` into a published dataset version under ``cfg.data.root``.
 
     Re-running with the same inputs, config and code publishes nothing and returns the
-    existing version. On any failure the staging directory is removed.
+    existing version (and points LATEST at it). Versions that earlier runs left without a
+    manifest are removed first. On any failure the unfinished version is removed.
     """
+    cfg = with_absolute_locations(cfg)
     data = cfg.data
     name = data.name or cfg.name
     files = sources.list_input_files(data.source.path) if data.source.path else []
@@ -48,21 +51,23 @@ def prepare(cfg: Config, spark) -> PrepareResult:
     existing = publish.published_version(ddir, fp)
     if existing is not None:
         log.info("inputs, config and code unchanged: %s is current, nothing published", existing)
+        publish.point_latest(ddir, existing)
         return PrepareResult(existing, False, read_manifest(existing)[1])
 
-    staging = publish.new_staging_dir(ddir, fp)
+    publish.remove_unpublished(ddir)
+    version_dir = storage.join(ddir, publish.version_name(fp))
+    staging = output.Staging(version_dir)
     try:
         manifest = _build(cfg, spark, staging, name, fp, code, files)
-        write_manifest(staging, manifest)
-        version_dir = publish.publish_version(staging, ddir, fp)
+        write_manifest(version_dir, manifest)  # the commit: the version exists from here on
     except BaseException:
-        publish.discard_staging(staging)
+        storage.delete_dir(version_dir)
         raise
+    publish.point_latest(ddir, version_dir)
     return PrepareResult(version_dir, True, manifest)
 
 
-
-def _build(cfg: Config, spark, staging: Path, name: str, fp: str, code: str, files: list[str]) -> dict:
+def _build(cfg: Config, spark, staging: output.Staging, name: str, fp: str, code: str, files: list[storage.Entry]) -> dict:
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
@@ -129,12 +134,7 @@ def _write_all(cfg, checked, raw, classes, staging, name, fp, code, files, start
     if split_rows["train"] == 0:
         raise PrepareError(f"{where}: no valid rows landed in the train split ({input_rows} input, {rejected} rejected)")
 
-    (
-        checked.where(F.col("_reason").isNotNull())
-        .select(*raw.columns, F.col("_reason.detail").alias(REASON_COLUMN), F.col("_reason.code").alias("reason_code"))
-        .write.mode("error")
-        .parquet(str(staging / "rejected"))
-    )
+    rejected_files = write_rejected(checked, raw.columns, staging, data.shards.compression)
     stage.done("write rejected")
 
     good = checked.where(F.col("_reason").isNull())
@@ -160,7 +160,7 @@ def _write_all(cfg, checked, raw, classes, staging, name, fp, code, files, start
     for split in SPLITS:
         shard_list = shards.write_split(
             rows.where(F.col("_split") == split),
-            out_dir=str(staging),
+            staging=staging,
             split=split,
             rows=split_rows[split],
             features=features,
@@ -176,6 +176,12 @@ def _write_all(cfg, checked, raw, classes, staging, name, fp, code, files, start
 
     kept = sum(s["rows"] for s in splits.values())
     assert kept + rejected == input_rows, (kept, rejected, input_rows)
+    written_rejected = sum(f["rows"] for f in rejected_files)
+    if written_rejected != rejected:
+        raise PrepareError(f"counted {rejected} rejected rows but wrote {written_rejected}; did the input change during prepare?")
+    staging.commit([*rejected_files, *(f for s in splits.values() for f in s["shards"])])
+    output.ensure_readable(staging.final_dir, "rejected", rejected_files, rejected_schema(checked, raw.columns))
+    stage.done("commit files")
     return {
         "format_version": FORMAT_VERSION,
         "name": name,
@@ -185,14 +191,15 @@ def _write_all(cfg, checked, raw, classes, staging, name, fp, code, files, start
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "source": _describe_source(data, files, raw.columns),
         "input_rows": input_rows,
-        "rejected": {"rows": rejected, "by_reason": dict(sorted(by_reason.items())), "path": "rejected"},
+        "rejected": {"rows": rejected, "by_reason": dict(sorted(by_reason.items())), "path": "rejected",
+                     "files": recorded(rejected_files)},
         "schema": {
             "features": features,
             "label": {"column": LABEL_COLUMN, "source_column": raw.label, "num_classes": len(classes), "classes": classes},
             "row_id": ROW_ID_COLUMN,
         },
         "featurizer": {**fitted, "label_map": {c: i for i, c in enumerate(classes)}},
-        "splits": splits,
+        "splits": {k: {"rows": v["rows"], "shards": recorded(v["shards"])} for k, v in splits.items()},
         "prepare_seconds": round(time.time() - started, 3),
         "stage_seconds": stage.seconds,
     }
@@ -212,7 +219,27 @@ class _Stages:
         log.info("prepare: %s took %.1f s", name, self.seconds[name])
 
 
-def _describe_source(data, files: list[str], columns: list[str]) -> dict:
+def rejected_rows(checked, columns: list[str]):
+    """The rows of ``checked`` that failed validation: raw ``columns`` plus reason and code."""
+    from pyspark.sql import functions as F
+
+    return checked.where(F.col("_reason").isNotNull()).select(
+        *columns, F.col("_reason.detail").alias(REASON_COLUMN), F.col("_reason.code").alias("reason_code"))
+
+
+def rejected_schema(checked, columns: list[str]):
+    """The Arrow schema of :func:`rejected_rows` (for an empty ``rejected/``)."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return to_arrow_schema(rejected_rows(checked, columns).schema)
+
+
+def write_rejected(checked, columns: list[str], staging: output.Staging, compression: str) -> list[dict]:
+    """Raw rows that failed validation, with their reason, staged under ``rejected/``."""
+    return staging.write(rejected_rows(checked, columns), "rejected", row_group_rows=65536, compression=compression)
+
+
+def _describe_source(data, files: list[storage.Entry], columns: list[str]) -> dict:
     out = {"type": data.source.type, "path": data.source.path, "files": len(files), "columns": columns}
     if data.source.type == "synthetic":
         out["synthetic"] = asdict(data.source.synthetic)

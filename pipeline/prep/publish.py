@@ -1,15 +1,25 @@
-"""Fingerprints, staging directories and the atomic publish of a dataset version."""
+"""Fingerprints and the commit protocol of a dataset version.
+
+A version is written in place at ``<dataset>/v-<fp>/``: task attempts write under its
+``_staging/`` prefix, the driver moves the committed files to their final names, then
+writes ``manifest.json`` in one PUT (or an atomic rename on a local disk). The manifest
+is the commit: without it the prefix is not a version, whatever else is there, and the
+next prepare removes it. ``LATEST`` is written after the manifest and is only a
+convenience: a version id always works without it. Nothing here needs an atomic
+directory rename, so the protocol holds on object stores.
+"""
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import uuid
+import logging
 from pathlib import Path
 
 import pipeline
-from pipeline.manifest import LATEST_NAME, MANIFEST_NAME, atomic_write_text
+from pipeline import storage
+from pipeline.manifest import LATEST_NAME, MANIFEST_NAME
+
+log = logging.getLogger(__name__)
 
 # Code whose change changes what prepare writes, and so the fingerprint.
 _CODE_FILES = ("prep", "schema.py", "manifest.py")
@@ -28,12 +38,9 @@ def code_version() -> str:
     return f"{pipeline.__version__}+{digest.hexdigest()[:12]}"
 
 
-def fingerprint(input_files: list[str], data_config: dict, code: str) -> str:
-    """Stable id of (input files' paths, sizes and mtimes, data config, code version)."""
-    files = []
-    for path in input_files:
-        st = os.stat(path)
-        files.append([os.path.abspath(path), st.st_size, st.st_mtime_ns])
+def fingerprint(input_files: list[storage.Entry], data_config: dict, code: str) -> str:
+    """Stable id of (input files' locations, sizes and mtimes, data config, code version)."""
+    files = [[f.uri, f.size, f.mtime_ns] for f in input_files]
     relevant = {k: v for k, v in data_config.items() if k not in ("reader", "root", "version")}
     blob = json.dumps({"files": files, "config": relevant, "code": code}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -43,31 +50,33 @@ def version_name(fp: str) -> str:
     return f"v-{fp}"
 
 
-def published_version(dataset_dir: Path, fp: str) -> Path | None:
-    """The complete version with fingerprint ``fp``, if one exists."""
-    target = dataset_dir / version_name(fp)
-    return target if (target / MANIFEST_NAME).is_file() else None
+def published_version(dataset_dir: str, fp: str) -> str | None:
+    """The published version with fingerprint ``fp``, if its manifest exists."""
+    target = storage.join(dataset_dir, version_name(fp))
+    return target if storage.is_file(storage.join(target, MANIFEST_NAME)) else None
 
 
-def new_staging_dir(dataset_dir: Path, fp: str) -> Path:
-    """A fresh directory to write a version into before it is published."""
-    staging = dataset_dir / f".staging-{fp}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
-    return staging
+def remove_unpublished(dataset_dir: str) -> list[str]:
+    """Delete every ``v-*`` prefix without a manifest: what prepares killed before their
+    commit left behind. Returns what was removed (and logs it).
 
-
-def publish_version(staging: Path, dataset_dir: Path, fp: str) -> Path:
-    """Rename a complete staging dir to ``v-<fp>`` and point LATEST at it, atomically.
-
-    The staging dir must already hold ``manifest.json``: a version without one never
-    appears under its final name.
+    Two prepares of the same dataset name must not run at once: each takes the other's
+    unfinished version for a leftover.
     """
-    assert (staging / MANIFEST_NAME).is_file(), f"{staging} has no manifest"
-    target = dataset_dir / version_name(fp)
-    os.rename(staging, target)
-    atomic_write_text(dataset_dir / LATEST_NAME, target.name + "\n")
-    return target
+    removed = []
+    for version in storage.list_dirs(dataset_dir):
+        if storage.basename(version).startswith("v-") and not storage.is_file(storage.join(version, MANIFEST_NAME)):
+            log.info("removing %s: an unfinished prepare left it without a manifest", version)
+            storage.delete_dir(version)
+            removed.append(version)
+    return removed
 
 
-def discard_staging(staging: Path) -> None:
-    shutil.rmtree(staging, ignore_errors=True)
+def point_latest(dataset_dir: str, version_dir: str) -> None:
+    """Make LATEST name ``version_dir`` (written after its manifest; rewritten only when it
+    names something else)."""
+    latest = storage.join(dataset_dir, LATEST_NAME)
+    name = storage.basename(version_dir)
+    if storage.is_file(latest) and storage.read_text(latest).strip() == name:
+        return
+    storage.write_text(latest, name + "\n")

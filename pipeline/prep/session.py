@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 
 
@@ -16,20 +17,22 @@ def require_pyspark():
 def get_session(app_name: str, master: str | None = None, conf: dict | None = None):
     """Return the active SparkSession, or start one.
 
-    The master comes from ``spark-submit --master`` when set; otherwise ``master`` or
-    ``local[*]``. Executors use this interpreter unless PYSPARK_PYTHON says otherwise, so
-    they see the same pyarrow and pipeline code.
+    The master is chosen the way Spark chooses it: ``spark-submit --master``, ``--conf
+    spark.master`` and ``spark-defaults.conf`` win, then the ``SPARK_MASTER`` (or
+    ``MASTER``) environment variable, then ``master``, and ``local[*]`` only when nothing
+    is set. Executors use this interpreter unless PYSPARK_PYTHON says otherwise, so they
+    see the same pyarrow and pipeline code.
     """
     require_pyspark()
-    from pyspark import SparkConf
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    configured = configured_master()
+    chosen = configured or os.environ.get("SPARK_MASTER") or os.environ.get("MASTER") or master or "local[*]"
     builder = SparkSession.builder.appName(app_name)
-    if not SparkConf().contains("spark.master"):
-        master = master or "local[*]"
-        builder = builder.master(master)
-    if (master or "").startswith("local"):
+    if not configured:
+        builder = builder.master(chosen)
+    if chosen.startswith("local"):
         # One JVM on this machine: bind to loopback rather than the first network interface.
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     defaults = {
@@ -42,3 +45,48 @@ def get_session(app_name: str, master: str | None = None, conf: dict | None = No
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+def configured_master() -> str | None:
+    """The master the user set where Spark looks for it, or None.
+
+    Under spark-submit the JVM that started this process holds ``--master``, ``--conf`` and
+    spark-defaults.conf: ask it. Otherwise pyspark is about to start a JVM itself, whose
+    spark-submit reads ``PYSPARK_SUBMIT_ARGS``, ``spark-defaults.conf`` and ``MASTER`` (and
+    would answer ``local[*]`` when none is set, so it cannot be asked): read those.
+    (pyspark's SparkConf before the JVM exists is an empty dict, always answering "not
+    set": that once sent every cluster job to local[*].)
+    """
+    if "PYSPARK_GATEWAY_PORT" in os.environ:
+        from pyspark import SparkConf, SparkContext
+
+        SparkContext._ensure_initialized()
+        return SparkConf().get("spark.master", None)
+    args = shlex.split(os.environ.get("PYSPARK_SUBMIT_ARGS", ""))
+    for flag, value in zip(args, args[1:] + [""]):
+        if flag == "--master":
+            return value
+        if flag.startswith("--master="):
+            return flag.split("=", 1)[1]
+        if flag == "--conf" and value.startswith("spark.master="):
+            return value.split("=", 1)[1]
+    from_defaults = _spark_defaults().get("spark.master")
+    return from_defaults or os.environ.get("MASTER") or None
+
+
+def _spark_defaults() -> dict[str, str]:
+    """spark-defaults.conf from SPARK_CONF_DIR or SPARK_HOME/conf (or pyspark's own)."""
+    import pyspark
+
+    conf_dir = os.environ.get("SPARK_CONF_DIR") or os.path.join(
+        os.environ.get("SPARK_HOME") or os.path.dirname(pyspark.__file__), "conf")
+    path = os.path.join(conf_dir, "spark-defaults.conf")
+    out = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    key, _, value = line.replace("=", " ", 1).partition(" ") if "=" in line.split()[0] else line.partition(" ")
+                    out[key.strip()] = value.strip()
+    return out

@@ -6,12 +6,12 @@ builders that turn raw columns into shard features.
 """
 from __future__ import annotations
 
-import glob
 import math
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
+import pyarrow.fs as pafs
+
+from pipeline import storage
 from pipeline.config import DataConfig
 
 CORRUPT_COLUMN = "_corrupt_record"
@@ -48,19 +48,26 @@ class RawData:
     source_split: str | None = None
 
 
-def list_input_files(path: str) -> list[str]:
-    """All files a source path covers (a file, a directory tree or a glob), sorted."""
+def list_input_files(path: str) -> list[storage.Entry]:
+    """All files a source location covers (a file, a directory tree or a glob), sorted.
+
+    Listing is only for the fingerprint and for messages: Spark reads the location itself,
+    through its own filesystem layer. Names starting with ``.`` or ``_`` inside a
+    directory are skipped, as Spark skips them.
+    """
     if any(ch in path for ch in "*?["):
-        files = [p for p in glob.glob(path, recursive=True) if os.path.isfile(p)]
-    elif os.path.isdir(path):
-        files = [str(p) for p in Path(path).rglob("*") if p.is_file() and not p.name.startswith((".", "_"))]
-    elif os.path.isfile(path):
-        files = [path]
+        files = storage.glob(path)
     else:
-        raise SourceError(f"data.source.path {path!r} does not exist; check the path in the config")
+        found = storage.info(path)
+        if found.type == pafs.FileType.File:
+            files = [storage.Entry(path, found.size, found.mtime_ns)]
+        elif found.type == pafs.FileType.Directory:
+            files = storage.list_files(path, hidden=False)
+        else:
+            raise SourceError(f"data.source.path {path!r} does not exist; check the path in the config")
     if not files:
         raise SourceError(f"data.source.path {path!r} matches no files")
-    return sorted(files)
+    return files
 
 
 def read_csv(spark, data: DataConfig):
@@ -111,7 +118,7 @@ def read_table(spark, data: DataConfig, require_label: bool = True) -> RawData:
     from pipeline.prep import features, validate
 
     source = data.source
-    files = list_input_files(source.path)
+    files = [f.uri for f in list_input_files(source.path)]
     if source.type == "csv":
         df, columns = read_csv(spark, data)
     elif source.type == "json":

@@ -98,7 +98,7 @@ def read_ucr(spark, data: DataConfig) -> RawData:
 
     from pipeline.prep import features
 
-    files = [f for f in list_input_files(data.source.path) if f.lower().endswith(".ts")]
+    files = [f.uri for f in list_input_files(data.source.path) if f.uri.lower().endswith(".ts")]
     if not files:
         raise SourceError(f"{data.source.path}: no .ts files found")
     lines = spark.read.text(files).withColumn("_file", F.input_file_name())

@@ -4,8 +4,10 @@ model bundle) -> model in ``mapInArrow`` -> predictions Parquet, rejected rows, 
 The model is broadcast once and loaded once per task; rows travel in Arrow batches and are
 turned into the same tensors the training reader produces (``pipeline.data.reader``), so a
 row scores exactly as the trainer evaluated it. Nothing is collected to the driver but
-counts. Output is written to a staging directory and renamed into place: a failed run
-publishes nothing.
+counts. Every location may be a path or a URI. Task attempts write their own staging
+files (:mod:`pipeline.prep.output`); the committed ones are moved into ``predictions/`` and
+``rejected/``, and ``metrics.json``, written last, commits the output: an output without
+it is unfinished (the next score to it removes it), a failed run removes what it wrote.
 """
 from __future__ import annotations
 
@@ -13,14 +15,12 @@ import dataclasses
 import io
 import json
 import logging
-import os
-import shutil
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
-from pipeline.config import Config
-from pipeline.schema import LABEL_COLUMN, REASON_COLUMN, ROW_ID_COLUMN
+from pipeline import storage
+from pipeline.config import Config, with_absolute_locations
+from pipeline.prep.output import Staging, ensure_readable, recorded
+from pipeline.schema import LABEL_COLUMN, ROW_ID_COLUMN
 
 log = logging.getLogger(__name__)
 PREDICTION = "prediction"
@@ -32,20 +32,24 @@ class ScoreError(RuntimeError):
     """The model or the input cannot be scored; nothing was written."""
 
 
+METRICS_NAME = "metrics.json"
+_OUTPUT_PARTS = ("predictions", "rejected", "_staging")
+
+
 @dataclass(frozen=True)
 class ScoreResult:
-    output: Path
+    output: str
     metrics: dict
 
 
-def load_bundle(model_path: str | Path) -> tuple[bytes, dict]:
+def load_bundle(model_path: str) -> tuple[bytes, dict]:
     """The model bundle's bytes (to broadcast) and its contents (weights-only load)."""
     import torch
 
-    path = Path(model_path)
-    if not path.is_file():
+    path = storage.absolute(str(model_path))
+    if not storage.is_file(path):
         raise ScoreError(f"{path}: no such model file; pass a run's model.pt (runs/<run>/model.pt)")
-    raw = path.read_bytes()
+    raw = storage.read_bytes(path)
     try:
         bundle = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 -- any unreadable file gets the same advice
@@ -56,31 +60,46 @@ def load_bundle(model_path: str | Path) -> tuple[bytes, dict]:
     return raw, bundle
 
 
-def score(cfg: Config, spark, model_path: str | Path, input_path: str, output: str | Path, batch_rows: int = 1024) -> ScoreResult:
+def score(cfg: Config, spark, model_path: str, input_path: str, output: str, batch_rows: int = 1024) -> ScoreResult:
     """Score ``input_path`` (same format as ``cfg.data.source``) with the model at
     ``model_path``; write ``output/{predictions,rejected}/`` and ``output/metrics.json``."""
-    output = Path(output)
-    if output.exists():
-        raise ScoreError(f"{output} already exists; scoring never overwrites: choose a new --output or remove it")
+    cfg = with_absolute_locations(cfg)
+    model_path, input_path, output = (storage.absolute(str(p)) for p in (model_path, input_path, output))
+    _check_output(output)
     raw_bundle, bundle = load_bundle(model_path)
-    staging = output.parent / f".{output.name}.tmp-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
+    staging = Staging(output)
     try:
         metrics = _run(cfg, spark, raw_bundle, bundle, input_path, staging, batch_rows)
-        metrics.update(model=str(Path(model_path).resolve()), input=input_path)
-        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        os.rename(staging, output)
+        metrics.update(model=model_path, input=input_path)
+        storage.write_text(storage.join(output, METRICS_NAME), json.dumps(metrics, indent=2) + "\n")  # the commit
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        for part in _OUTPUT_PARTS:
+            storage.delete_dir(storage.join(output, part))
         raise
     return ScoreResult(output, metrics)
 
 
-def _run(cfg: Config, spark, raw_bundle: bytes, bundle: dict, input_path: str, staging: Path, batch_rows: int) -> dict:
+def _check_output(output: str) -> None:
+    """Refuse an existing output; remove what an unfinished score left (no metrics.json)."""
+    if storage.exists(storage.join(output, METRICS_NAME)) or storage.is_file(output):
+        raise ScoreError(f"{output} already exists; scoring never overwrites: choose a new --output or remove it")
+    found = storage.list_files(output)
+    foreign = [e.uri for e in found if storage.relative(e.uri, output).split("/")[0] not in _OUTPUT_PARTS]
+    if foreign:
+        raise ScoreError(f"{output} already exists and holds other files ({foreign[0]}); scoring never overwrites: "
+                         "choose a new --output")
+    if found:
+        log.info("removing %d file(s) an unfinished score left in %s (it has no %s)", len(found), output, METRICS_NAME)
+        for part in _OUTPUT_PARTS:
+            storage.delete_dir(storage.join(output, part))
+
+
+def _run(cfg: Config, spark, raw_bundle: bytes, bundle: dict, input_path: str, staging: Staging, batch_rows: int) -> dict:
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     from pipeline.prep import sources, validate
+    from pipeline.prep.job import rejected_schema, write_rejected
 
     schema = bundle["schema"]
     classes = [str(c) for c in schema["label"]["classes"]]
@@ -100,11 +119,9 @@ def _run(cfg: Config, spark, raw_bundle: bytes, bundle: dict, input_path: str, s
     checked = raw.df.withColumn("_reason", validate.first_reason(reasons)).withColumn(ROW_ID_COLUMN, row_id)
     checked = checked.persist(StorageLevel.MEMORY_AND_DISK_DESER)
     try:
-        (
-            checked.where(F.col("_reason").isNotNull())
-            .select(*raw.columns, F.col("_reason.detail").alias(REASON_COLUMN), F.col("_reason.code").alias("reason_code"))
-            .write.parquet(str(staging / "rejected"))
-        )
+        rejected_files = write_rejected(checked, raw.columns, staging, "zstd")
+        rejected_by = {r["code"]: r["count"] for r in
+                       checked.where(F.col("_reason").isNotNull()).groupBy(F.col("_reason.code").alias("code")).count().collect()}
         good = checked.where(F.col("_reason").isNull())
         for builder in raw.features:
             good = builder.prepared(good)
@@ -116,28 +133,44 @@ def _run(cfg: Config, spark, raw_bundle: bytes, bundle: dict, input_path: str, s
         )
         model = spark.sparkContext.broadcast(raw_bundle)
         predictions = featurized.mapInArrow(_predictor(model, batch_rows), _output_schema())
-        predictions.write.parquet(str(staging / "predictions"))
-        rejected_by = {r["reason_code"]: r["count"] for r in spark.read.parquet(str(staging / "rejected")).groupBy("reason_code").count().collect()}
+        predicted_files = staging.write(predictions, "predictions", row_group_rows=65536, compression="zstd", tally=_tally)
     finally:
         checked.unpersist()
-    written = spark.read.parquet(str(staging / "predictions"))
-    agg = written.agg(
-        F.count(F.lit(1)).alias("rows"),
-        F.count(LABEL_COLUMN).alias("labeled"),
-        F.sum((F.col(LABEL_COLUMN) == F.col(PREDICTION_INDEX)).cast("long")).alias("correct"),
-    ).first()
+    rejected_rows = sum(f["rows"] for f in rejected_files)
+    if rejected_rows != sum(rejected_by.values()):
+        raise ScoreError(f"counted {sum(rejected_by.values())} rejected rows but wrote {rejected_rows}; did the input change during scoring?")
+    staging.commit([*rejected_files, *predicted_files])
+    ensure_readable(staging.final_dir, "predictions", predicted_files, _arrow_output_schema())
+    ensure_readable(staging.final_dir, "rejected", rejected_files, rejected_schema(checked, raw.columns))
+    totals = {k: sum(f["counts"].get(k, 0) for f in predicted_files) for k in ("rows", "labeled", "correct")}
     metrics = {
-        "scored_rows": agg["rows"],
-        "rejected_rows": sum(rejected_by.values()),
+        "scored_rows": totals["rows"],
+        "rejected_rows": rejected_rows,
         "rejected_by_reason": dict(sorted(rejected_by.items())),
-        "labeled_rows": agg["labeled"],
+        "labeled_rows": totals["labeled"],
         "dataset_fingerprint": bundle.get("dataset_fingerprint"),
+        "files": {"predictions": recorded(predicted_files), "rejected": recorded(rejected_files)},
     }
-    if agg["labeled"]:
-        metrics["accuracy"] = agg["correct"] / agg["labeled"]
-    log.info("scored %d rows (%d rejected)%s", agg["rows"], metrics["rejected_rows"],
-             f", accuracy {metrics['accuracy']:.4f} on {agg['labeled']} labeled rows" if agg["labeled"] else "")
+    if totals["labeled"]:
+        metrics["accuracy"] = totals["correct"] / totals["labeled"]
+    log.info("scored %d rows (%d rejected)%s", totals["rows"], rejected_rows,
+             f", accuracy {metrics['accuracy']:.4f} on {totals['labeled']} labeled rows" if totals["labeled"] else "")
     return metrics
+
+
+def _tally(batch) -> dict[str, int]:
+    """Per predictions batch: rows, labeled rows, correct predictions (summed into metrics)."""
+    import pyarrow.compute as pc
+
+    label, predicted = batch.column(LABEL_COLUMN), batch.column(PREDICTION_INDEX)
+    return {"rows": batch.num_rows, "labeled": batch.num_rows - label.null_count,
+            "correct": pc.sum(pc.equal(label, predicted).cast("int64")).as_py() or 0}
+
+
+def _arrow_output_schema():
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return to_arrow_schema(_output_schema())
 
 
 def _output_schema():

@@ -1,5 +1,6 @@
 """The prepare job on the real digits file and on files with planted bad rows (local[2])."""
 import gzip
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -53,7 +54,7 @@ def test_rerun_publishes_nothing(spark, digits_version, tmp_path):
     version_dir, m = digits_version
     cfg = digits_config(version_dir.parent.parent)
     again = prepare(cfg, spark)
-    assert not again.published and again.version_dir == version_dir
+    assert not again.published and Path(again.version_dir) == version_dir
     assert [p.name for p in version_dir.parent.iterdir() if p.name.startswith("v-")] == [version_dir.name]
 
 
@@ -84,7 +85,7 @@ def test_bad_rows_are_rejected_with_reasons_and_counts_reconcile(spark, tmp_path
     assert m["input_rows"] == 200 + len(BAD_ROWS)
     assert m["rejected"]["by_reason"] == {code: 1 for code in BAD_ROWS}
     assert sum(s["rows"] for s in m["splits"].values()) == 200
-    rejected = pq.read_table(result.version_dir / "rejected").to_pylist()
+    rejected = pq.read_table(Path(result.version_dir) / "rejected").to_pylist()
     assert {r["reason_code"] for r in rejected} == set(BAD_ROWS)
     details = {r["reason_code"]: r["reason"] for r in rejected}
     assert details["c3: not a number"] == "c3: not a number: abc"
@@ -98,7 +99,7 @@ def test_too_many_rejects_fails_and_publishes_nothing(spark, tmp_path):
     cfg = digits_config(root, None, f"data.source.path={path}", "data.reject.max_fraction=0.1")
     with pytest.raises(PrepareError, match=r"7 of 27 rows .* failed validation.*Nothing was published"):
         prepare(cfg, spark)
-    assert list((root / "digits").iterdir()) == [], "no version, no LATEST, no staging left behind"
+    assert [p for p in root.rglob("*") if p.is_file()] == [], "no version, no LATEST, no staging left behind"
 
 
 def test_missing_input_and_missing_label_column_are_named(spark, tmp_path):

@@ -1,5 +1,6 @@
 """Every source type through the same prepare job (local[2]), and its bad-input errors."""
 import gzip
+from pathlib import Path
 import json
 
 import numpy as np
@@ -70,7 +71,7 @@ def test_csv_json_parquet_tables_give_the_same_dataset(spark, tmp_path):
     # the featurizer is fitted on train only and applied to every split
     train_ids = set()
     for shard in ref["splits"]["train"]["shards"]:
-        train_ids |= set(pq.read_table(manifests["csv"].version_dir / shard["path"], columns=["row_id"])["row_id"].to_pylist())
+        train_ids |= set(pq.read_table(Path(manifests["csv"].version_dir) / shard["path"], columns=["row_id"])["row_id"].to_pylist())
     batch = next(iter(ShardReader(manifests["parquet"].version_dir, "train", 0, 1, 256, shuffle_buffer=1)))
     assert abs(batch["numeric"].mean().item()) < 0.2 and batch["categorical"].max() <= 3
 
@@ -122,14 +123,14 @@ def test_image_folder_is_decoded_resized_and_corrupt_files_rejected(spark, tmp_p
     m = result.manifest
     assert m["input_rows"] == n + 1
     assert m["rejected"]["by_reason"] == {"image: undecodable": 1}
-    rejected = pq.read_table(result.version_dir / "rejected").to_pylist()
+    rejected = pq.read_table(Path(result.version_dir) / "rejected").to_pylist()
     assert rejected[0]["path"].endswith("3/broken.png") and rejected[0]["reason"].startswith("image: undecodable: ")
     assert len(rejected[0]["reason"]) > len("image: undecodable: ")  # the decoder's own message follows
     assert m["schema"]["features"]["image"] == {"kind": "tensor", "dtype": "uint8", "shape": [1, 8, 8]}
     assert m["schema"]["label"]["classes"] == [str(d) for d in range(10)]
     # pixels survive: the PNG holds value*15, exactly what the CSV said
     shard = m["splits"]["train"]["shards"][0]
-    t = pq.read_table(result.version_dir / shard["path"]).to_pydict()
+    t = pq.read_table(Path(result.version_dir) / shard["path"]).to_pydict()
     assert max(max(img) for img in t["image"]) <= 240 and all(v % 15 == 0 for v in t["image"][0])
 
 
@@ -159,7 +160,7 @@ def test_ucr_variable_length_vowels_are_not_padded_on_disk(spark, tmp_path):
     lengths = []
     for split in m["splits"].values():
         for shard in split["shards"]:
-            t = pq.read_table(result.version_dir / shard["path"])
+            t = pq.read_table(Path(result.version_dir) / shard["path"])
             values = t.column("series").to_pylist()
             ls = t.column("series_length").to_pylist()
             assert [len(v) for v in values] == [n * 12 for n in ls]  # exactly length x dims, no padding
@@ -201,7 +202,7 @@ def test_synthetic_data_do_not_depend_on_partitioning(spark, tmp_path):
         cfg = _cfg(tmp_path / str(partitions), conf=REPO / "conf" / "synth_tabular_mlp.yaml",
                    *["data.source.synthetic.rows=3000", f"data.source.synthetic.partitions={partitions}"])
         result = prepare(cfg, spark)
-        table = pa.concat_tables(pq.read_table(result.version_dir / s["path"]) for s in result.manifest["splits"]["train"]["shards"])
+        table = pa.concat_tables(pq.read_table(Path(result.version_dir) / s["path"]) for s in result.manifest["splits"]["train"]["shards"])
         return result.manifest, table.sort_by("row_id").to_pydict()
 
     (m1, a), (m3, b) = rows(1), rows(3)
@@ -247,7 +248,7 @@ def test_a_failed_run_publishes_nothing_and_the_next_succeeds(spark, tmp_path, m
     assert calls == ["train", "val"] and list(dataset.iterdir()) == []  # no version, no LATEST, no staging
     monkeypatch.setattr(prep_job.shards, "write_split", real)
     result = prepare(cfg, spark)
-    assert result.published and (dataset / "LATEST").read_text().strip() == result.version_dir.name
+    assert result.published and (dataset / "LATEST").read_text().strip() == Path(result.version_dir).name
 
 
 def test_unknown_source_type_is_a_config_error(tmp_path):

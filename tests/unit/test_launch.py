@@ -64,3 +64,35 @@ def test_unparsable_horovod_knobs_are_dropped(monkeypatch):
     import os
 
     assert "HOROVOD_CYCLE_TIME" not in os.environ and os.environ["HOROVOD_FUSION_THRESHOLD"] == "0"
+
+
+def test_the_spark_master_the_user_set_wins_and_local_only_when_none_is(tmp_path, monkeypatch):
+    from pipeline.prep.session import configured_master
+
+    for var in ("PYSPARK_GATEWAY_PORT", "PYSPARK_SUBMIT_ARGS", "MASTER", "SPARK_CONF_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SPARK_CONF_DIR", str(tmp_path))  # no spark-defaults.conf there yet
+    assert configured_master() is None
+    (tmp_path / "spark-defaults.conf").write_text("# cluster defaults\nspark.master   spark://10.0.0.1:7077\n")
+    assert configured_master() == "spark://10.0.0.1:7077"
+    monkeypatch.setenv("PYSPARK_SUBMIT_ARGS", "--master yarn --conf spark.x=1 pyspark-shell")
+    assert configured_master() == "yarn"
+    monkeypatch.setenv("PYSPARK_SUBMIT_ARGS", "--conf spark.master=local[3] pyspark-shell")
+    assert configured_master() == "local[3]"
+    monkeypatch.delenv("PYSPARK_SUBMIT_ARGS")
+    (tmp_path / "spark-defaults.conf").unlink()
+    monkeypatch.setenv("MASTER", "k8s://https://api:6443")
+    assert configured_master() == "k8s://https://api:6443"
+
+
+def test_overrides_stand_anywhere_on_the_command_line():
+    import pytest
+
+    from pipeline.cli import build_parser, parse_with_overrides
+
+    args = parse_with_overrides(build_parser(), ["run", "--config", "c.yaml", "a.b=1", "--np", "1", "c.d=2"])
+    assert args.np == 1 and args.overrides == ["a.b=1", "c.d=2"]
+    args = parse_with_overrides(build_parser(), ["train", "--np", "2", "--config", "c.yaml", "--resume", "x.y=3"])
+    assert args.resume and args.overrides == ["x.y=3"]
+    with pytest.raises(SystemExit):
+        parse_with_overrides(build_parser(), ["train", "--config", "c.yaml", "--bogus"])
