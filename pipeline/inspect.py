@@ -2,24 +2,25 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
+from pipeline import storage
 from pipeline.manifest import ManifestError, read_manifest
 
 
-def describe(path: Path) -> str:
-    """Summary of a run directory (has report.json) or a dataset version / dataset dir."""
-    if (path / "report.json").is_file():
+def describe(path: str) -> str:
+    """Summary of a run directory (has report.json) or a dataset version / dataset dir;
+    either may be a path or a URI."""
+    if storage.is_file(storage.join(path, "report.json")):
         return describe_run(path)
-    if not path.exists():
+    if not storage.exists(path):
         raise ManifestError(f"{path} does not exist")
     return describe_dataset(path)
 
 
-def describe_dataset(path: Path) -> str:
+def describe_dataset(path: str) -> str:
     version_dir, m = read_manifest(path)
     lines = [
-        f"dataset {m['name']}  version {version_dir.name}  (fingerprint {m['fingerprint']}, code {m.get('code_version', '?')})",
+        f"dataset {m['name']}  version {storage.basename(version_dir)}  (fingerprint {m['fingerprint']}, code {m.get('code_version', '?')})",
         f"  source: {_source_summary(m['source'])}",
         f"  input rows {m['input_rows']} = kept {sum(s['rows'] for s in m['splits'].values())} + rejected {m['rejected']['rows']}",
     ]
@@ -63,13 +64,13 @@ def _feature_summary(spec: dict, fitted: dict) -> str:
     return text
 
 
-def describe_run(path: Path) -> str:
-    report = json.loads((path / "report.json").read_text())
-    lines = [f"run {path.name}"]
+def describe_run(path: str) -> str:
+    report = json.loads(storage.read_text(storage.join(path, "report.json")))
+    lines = [f"run {storage.basename(path)}"]
     lines += [f"  {k}: {v}" for k, v in report.items()]
-    metrics = path / "metrics.jsonl"
-    if metrics.is_file():
-        records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    metrics = storage.join(path, "metrics.jsonl")
+    if storage.is_file(metrics):
+        records = [json.loads(line) for line in storage.read_text(metrics).splitlines() if line.strip()]
         for r in records:
             lines.append(
                 f"  epoch {r['epoch']:>3}  loss {r['train_loss']:.4f}  acc {r['train_accuracy']:.4f}  "

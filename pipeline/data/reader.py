@@ -1,11 +1,11 @@
 """Streaming one rank's share of a split from Parquet shards into torch batches."""
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import queue
 import threading
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -13,9 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from pipeline import storage
 from pipeline.data import assign
+from pipeline.data.cache import ShardCache
+from pipeline.data.groups import GroupFetcher
 from pipeline.data.ragged import Ragged, concat, slice_rows, take
-from pipeline.manifest import file_sha256, read_manifest
+from pipeline.manifest import read_manifest
 from pipeline.schema import LABEL_COLUMN, ROW_ID_COLUMN, check_shard_schema, feature_columns, length_column
 
 log = logging.getLogger(__name__)
@@ -41,7 +44,8 @@ class ShardReader(torch.utils.data.IterableDataset):
     ranks, in file order, and the last batch may be short.
 
     Args:
-        dataset: a dataset version directory (or a dataset directory with LATEST).
+        dataset: a dataset version directory (or a dataset directory with LATEST): a
+            path or a URI.
         split: train, val or test.
         rank: this process's rank.
         world_size: number of ranks reading the split.
@@ -56,13 +60,17 @@ class ShardReader(torch.utils.data.IterableDataset):
         bucket_by_length: train mode with a sequence feature: within each shuffle window,
             batch rows of similar length together, then shuffle those batches.
         layout: contiguous or interleaved (train mode), see :mod:`pipeline.data.assign`.
+        cache: keep whole shards in this node-local cache (see :class:`ShardCache`);
+            None reads row groups straight from the store.
+        readahead: on an object store, row groups fetched ahead in parallel (see
+            :mod:`pipeline.data.groups`); local files are read inline.
     """
 
     STATE_VERSION = 2
 
     def __init__(
         self,
-        dataset: str | Path,
+        dataset: str,
         split: str,
         rank: int,
         world_size: int,
@@ -75,6 +83,8 @@ class ShardReader(torch.utils.data.IterableDataset):
         verify: bool = False,
         bucket_by_length: bool = False,
         layout: str = "contiguous",
+        cache: ShardCache | None = None,
+        readahead: int = 4,
     ):
         super().__init__()
         if mode not in ("train", "eval"):
@@ -85,6 +95,7 @@ class ShardReader(torch.utils.data.IterableDataset):
         self.split, self.rank, self.world_size = split, rank, world_size
         self.batch_size, self.seed, self.mode, self.remainder = batch_size, seed, mode, remainder
         self.shuffle_buffer, self.prefetch, self.layout = shuffle_buffer, prefetch, layout
+        self.cache, self.readahead = cache, readahead
         self.features = self.manifest["schema"]["features"]
         sequences = [n for n, spec in self.features.items() if spec["kind"] == "sequence"]
         self.bucket_on = sequences[0] if (bucket_by_length and mode == "train" and sequences) else None
@@ -106,23 +117,28 @@ class ShardReader(torch.utils.data.IterableDataset):
         self._norm = reader_norms(self.manifest)
 
     def _check_files(self, verify: bool) -> None:
-        for shard in self.shards:
-            path = self.version_dir / shard["path"]
-            if not path.is_file():
-                raise ShardError(f"{path}: shard listed in the manifest is missing; re-run prepare or restore the file")
-            size = path.stat().st_size
+        """Every shard present with the manifest's size, schema and row groups (and, with
+        ``verify``, sha256). Footers read here are kept: opening a shard later costs no
+        second footer read, which on an object store is a round trip per shard."""
+        locations = [storage.join(self.version_dir, shard["path"]) for shard in self.shards]
+        self._footers: list[pq.FileMetaData] = []
+        for location, shard, size in zip(locations, self.shards, storage.sizes(locations)):
+            if size is None:
+                raise ShardError(f"{location}: shard listed in the manifest is missing; re-run prepare or restore the file")
             if size != shard["bytes"]:
-                raise ShardError(f"{path}: {size} bytes, manifest says {shard['bytes']}; the file was changed or truncated: re-run prepare")
-            if verify and file_sha256(path) != shard["sha256"]:
-                raise ShardError(f"{path}: sha256 differs from the manifest; the file was altered: re-run prepare")
+                raise ShardError(f"{location}: {size} bytes, manifest says {shard['bytes']}; the file was changed or truncated: re-run prepare")
+            if verify and storage.sha256(location) != shard["sha256"]:
+                raise ShardError(f"{location}: sha256 differs from the manifest; the file was altered: re-run prepare")
             try:
-                meta = pq.read_metadata(path)
+                with storage.open_input(location) as f:
+                    meta = pq.read_metadata(f)
             except (pa.ArrowInvalid, OSError) as err:
-                raise ShardError(f"{path}: not a readable Parquet file ({err}); re-run prepare") from None
-            check_shard_schema(meta.schema.to_arrow_schema(), self.features, str(path))
+                raise ShardError(f"{location}: not a readable Parquet file ({err}); re-run prepare") from None
+            check_shard_schema(meta.schema.to_arrow_schema(), self.features, location)
             groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
             if groups != list(shard["row_groups"]):
-                raise ShardError(f"{path}: row groups {groups} differ from the manifest's {shard['row_groups']}; re-run prepare")
+                raise ShardError(f"{location}: row groups {groups} differ from the manifest's {shard['row_groups']}; re-run prepare")
+            self._footers.append(meta)
 
     def set_epoch(self, epoch: int) -> None:
         """Start ``epoch`` from its beginning (drops any resumed mid-epoch progress)."""
@@ -198,43 +214,32 @@ class ShardReader(torch.utils.data.IterableDataset):
         """Rows of ``spans`` in stream order, one window-sized chunk at a time.
 
         Only the row groups under the current chunk are held (decoded); consecutive
-        chunks usually share them, so each is read about once.
+        chunks usually share them, so each is read about once. On an object store the
+        groups of the next chunks are fetched ahead (see :mod:`pipeline.data.groups`).
         """
-        files: dict[int, pq.ParquetFile] = {}
-        columns = feature_columns(self.features) + [LABEL_COLUMN, ROW_ID_COLUMN]
+        locations = [storage.join(self.version_dir, shard["path"]) for shard in self.shards]
+        open_local = None
+        if self.cache is not None:
+            def open_local(i: int) -> str:
+                return self.cache.local_copy(locations[i], self.shards[i]["sha256"], self.shards[i]["bytes"])
+        fetcher = GroupFetcher(locations, self._footers, stream.order, feature_columns(self.features) + [LABEL_COLUMN, ROW_ID_COLUMN],
+                               self._decode, self.readahead, open_local)
         held: dict[int, dict] = {}
         try:
-            for chunk in stream.chunks(spans):
-                gi, offsets = stream.locate(stream.positions(chunk))
-                # a chunk lies inside one window of consecutive positions: its groups are a range
-                needed = np.arange(gi.min(), gi.max() + 1)
-                decoded = {}
-                for g in needed.tolist():
-                    if g not in held:
-                        group = stream.order[g]
-                        if group.shard not in files:
-                            files[group.shard] = pq.ParquetFile(self.version_dir / self.shards[group.shard]["path"])
-                        # use_threads=False: this already runs beside the training threads, and
-                        # Arrow's pool would compete with them for the same cores.
-                        table = files[group.shard].read_row_group(group.index, columns=columns, use_threads=False)
-                        held[g] = self._decode(table)
-                    decoded[g] = held[g]
+            for (gi, offsets, needed), upcoming in _with_lookahead(_located(stream, spans), fetcher.readahead):
+                fetcher.hint((g for _, _, later in upcoming for g in later), set(held))
+                decoded = {g: held[g] if g in held else fetcher.get(g) for g in needed}
                 held = decoded
-                # Close files no held group needs: open footers would otherwise grow with
-                # the number of shards, i.e. with the dataset.
-                active = {stream.order[g].shard for g in held}
-                for shard in [s for s in files if s not in active]:
-                    files.pop(shard).close()
+                fetcher.release(set(held))
                 if len(needed) == 1:
-                    yield {k: take(v, offsets) for k, v in decoded[int(needed[0])].items()}
+                    yield {k: take(v, offsets) for k, v in decoded[needed[0]].items()}
                     continue
-                bases = np.concatenate([[0], np.cumsum([len(decoded[g][LABEL_COLUMN]) for g in needed.tolist()])])
+                bases = np.concatenate([[0], np.cumsum([len(decoded[g][LABEL_COLUMN]) for g in needed])])
                 index = bases[gi - needed[0]] + offsets
-                merged = {k: concat([decoded[g][k] for g in needed.tolist()]) for k in decoded[int(needed[0])]}
+                merged = {k: concat([decoded[g][k] for g in needed]) for k in decoded[needed[0]]}
                 yield {k: take(v, index) for k, v in merged.items()}
         finally:
-            for f in files.values():
-                f.close()
+            fetcher.close()
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         stream = assign.EpochStream(self.groups, self.seed, self.epoch, self.shuffle_buffer, shuffle=self.mode == "train")
@@ -292,6 +297,31 @@ class ShardReader(torch.utils.data.IterableDataset):
 
     def _collate(self, rows: dict) -> dict[str, torch.Tensor]:
         return collate(rows, self.features, self._norm)
+
+
+def _located(stream: assign.EpochStream, spans: list[assign.Span]) -> Iterator[tuple]:
+    """Per chunk: (row group of each row, offset in it, the groups it spans in order)."""
+    for chunk in stream.chunks(spans):
+        gi, offsets = stream.locate(stream.positions(chunk))
+        # a chunk lies inside one window of consecutive positions: its groups are a range
+        yield gi, offsets, list(range(int(gi.min()), int(gi.max()) + 1))
+
+
+def _with_lookahead(chunks: Iterator[tuple], groups: int, max_chunks: int = 64) -> Iterator[tuple]:
+    """Each chunk with the chunks after it that span about ``groups`` more row groups (none
+    when ``groups`` is 0), so their fetches can start early."""
+    if not groups:
+        for chunk in chunks:
+            yield chunk, ()
+        return
+    ahead: collections.deque = collections.deque()
+    for chunk in chunks:
+        ahead.append(chunk)
+        if len(ahead) <= max_chunks and len({g for c in itertools.islice(ahead, 1, None) for g in c[2]}) < groups:
+            continue  # look further before handing out the first one
+        yield ahead.popleft(), list(ahead)
+    while ahead:
+        yield ahead.popleft(), list(ahead)
 
 
 def reader_norms(manifest: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

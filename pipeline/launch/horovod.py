@@ -73,8 +73,13 @@ def run_local(cfg: Config, np: int, resume: bool = False) -> dict:
     """Train on ``np`` Horovod ranks on this machine; returns rank 0's result.
 
     Uses Horovod's Python launcher (``horovod.runner.run``), which starts ``np`` processes
-    that each call :func:`pipeline.train.worker.train_rank`.
+    that each call :func:`pipeline.train.worker.train_rank`. Secret environment variables
+    reach the ranks through a private file, not their command lines (see
+    :mod:`pipeline.launch.secrets`).
     """
+    import os
+
+    from pipeline.launch.secrets import environ_replaced, secrets_in_file
     from pipeline.train.worker import train_rank
 
     try:
@@ -82,7 +87,8 @@ def run_local(cfg: Config, np: int, resume: bool = False) -> dict:
     except ImportError as err:
         raise LaunchError("Horovod is not installed: run `make setup`, or use --np 1 with dist.engine=single") from err
     try:
-        results = horovod_run(train_rank, args=(to_dict(cfg), resume), **horovod_run_kwargs(np))
+        with secrets_in_file(os.environ) as env, environ_replaced(env):
+            results = horovod_run(train_rank, args=(to_dict(cfg), resume), **horovod_run_kwargs(np))
     except RuntimeError as err:
         raise LaunchError(f"training on {np} Horovod ranks failed: {err} (each rank's log lines are above, prefixed [rank N])") from err
     return results[0]

@@ -3,18 +3,20 @@ tail for the error message, and find the run directory rank 0 printed last."""
 from __future__ import annotations
 
 import collections
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+from pipeline import storage
 from pipeline.launch.horovod import LaunchError
 
 # horovodrun prefixes each rank's lines, e.g. "[0]<stdout>:" or "[1,0]<stdout>:".
 _PREFIX = re.compile(r"^\[[\d,]+\]<std(?:out|err)>:")
 
 
-def run_launcher(argv: list[str], what: str, cwd: str | Path | None = None, env: dict | None = None, tail_lines: int = 60) -> Path:
+def run_launcher(argv: list[str], what: str, cwd: str | Path | None = None, env: dict | None = None, tail_lines: int = 60) -> str:
     """Run ``argv``, echoing its output; return the run directory it reported.
 
     Raises:
@@ -26,8 +28,8 @@ def run_launcher(argv: list[str], what: str, cwd: str | Path | None = None, env:
         for line in proc.stdout:
             sys.stdout.write(line)
             tail.append(line)
-            candidate = Path(_PREFIX.sub("", line).strip())
-            if candidate.is_absolute() and (candidate / "report.json").is_file():
+            candidate = _PREFIX.sub("", line).strip()
+            if _looks_like_run_dir(candidate):
                 run_dir = candidate
         code = proc.wait()
     if code != 0:
@@ -35,3 +37,13 @@ def run_launcher(argv: list[str], what: str, cwd: str | Path | None = None, env:
     if run_dir is None:
         raise LaunchError(f"{what} finished but printed no run directory; last lines:\n{''.join(tail)}")
     return run_dir
+
+
+def _looks_like_run_dir(text: str) -> bool:
+    """A line that is a bare absolute path or URI holding a report.json."""
+    if not text or " " in text or not (os.path.isabs(text) or storage.scheme(text)):
+        return False
+    try:
+        return storage.is_file(storage.join(text, "report.json"))
+    except (storage.StorageError, ValueError, OSError):
+        return False

@@ -2,17 +2,17 @@
 task (Gloo), each running :func:`pipeline.train.worker.train_rank`.
 
 The active SparkSession decides where tasks run (``local[N]``, a standalone master, YARN,
-Kubernetes). Every executor must see the dataset version and the run root: relative paths
-are made absolute on the driver, so on a cluster they must be on shared storage.
+Kubernetes). Every executor must reach the dataset version and the run root: relative
+paths are made absolute on the driver, so on a cluster they must be on shared storage or,
+better, an object store (``s3://``).
 """
 from __future__ import annotations
 
 import collections
 import io
 import sys
-from pathlib import Path
 
-from pipeline.config import Config, to_dict
+from pipeline.config import Config, to_dict, with_absolute_locations
 from pipeline.launch.horovod import LaunchError
 
 
@@ -32,11 +32,8 @@ class TailStream(io.TextIOBase):
 
 
 def shipped_config(cfg: Config) -> dict:
-    """The config as executors get it: data and run roots absolute (resolved on the driver)."""
-    data = to_dict(cfg)
-    data["data"]["root"] = str(Path(cfg.data.root).resolve())
-    data["run"]["root"] = str(Path(cfg.run.root).resolve())
-    return data
+    """The config as executors get it: locations absolute (resolved on the driver)."""
+    return to_dict(with_absolute_locations(cfg))
 
 
 def run_on_spark(cfg: Config, np: int, resume: bool = False, start_timeout: int = 120) -> dict:

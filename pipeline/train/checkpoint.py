@@ -1,17 +1,19 @@
-"""Training checkpoints: versioned dicts of plain types and tensors, written atomically by
-rank 0 and loaded with ``torch.load(weights_only=True)`` (no code runs from a file).
+"""Training checkpoints: versioned dicts of plain types and tensors, written by rank 0 as
+one complete object each (local disk or object store) and loaded with
+``torch.load(weights_only=True)`` (no code runs from a file).
 
 Files are ``checkpoints/step-<global step>.pt``; the newest ``keep`` are kept. Resuming
 takes the newest one that loads, so a file cut short by a crash is skipped, not fatal.
 """
 from __future__ import annotations
 
+import io
 import logging
 import re
-from pathlib import Path
 
 import torch
 
+from pipeline import storage
 from pipeline.train.run_dir import atomic_torch_save
 
 log = logging.getLogger(__name__)
@@ -24,24 +26,28 @@ class CheckpointError(RuntimeError):
     """No usable checkpoint, or one made for another dataset or model."""
 
 
-def checkpoint_files(run_dir: Path) -> list[Path]:
-    """Checkpoint files in ``run_dir``, newest (highest step) first."""
-    folder = Path(run_dir) / "checkpoints"
-    found = [(int(m.group(1)), p) for p in folder.glob("step-*.pt") if (m := _NAME.search(p.name))]
-    return [p for _, p in sorted(found, reverse=True)]
+def checkpoint_entries(run_dir: str) -> list[storage.Entry]:
+    """Checkpoint files in ``run_dir``, newest (highest step) first, with sizes and mtimes."""
+    found = [(int(m.group(1)), e) for e in storage.list_files(storage.join(run_dir, "checkpoints"), recursive=False)
+             if (m := _NAME.search(storage.basename(e.uri)))]
+    return [e for _, e in sorted(found, key=lambda pair: pair[0], reverse=True)]
 
 
-def save_checkpoint(run_dir: Path, state: dict, keep: int) -> Path:
+def checkpoint_files(run_dir: str) -> list[str]:
+    """Checkpoint locations in ``run_dir``, newest (highest step) first."""
+    return [e.uri for e in checkpoint_entries(run_dir)]
+
+
+def save_checkpoint(run_dir: str, state: dict, keep: int) -> str:
     """Write ``state`` as ``step-<state['global_step']>.pt`` and prune older files."""
-    path = Path(run_dir) / "checkpoints" / f"step-{state['global_step']:09d}.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = storage.join(run_dir, "checkpoints", f"step-{state['global_step']:09d}.pt")
     atomic_torch_save({"format_version": FORMAT_VERSION, **state}, path)
     for old in checkpoint_files(run_dir)[keep:]:
-        old.unlink(missing_ok=True)
+        storage.delete(old)
     return path
 
 
-def load_latest(run_dir: Path) -> tuple[Path, dict]:
+def load_latest(run_dir: str) -> tuple[str, dict]:
     """The newest checkpoint of ``run_dir`` that loads.
 
     Raises:
@@ -52,7 +58,9 @@ def load_latest(run_dir: Path) -> tuple[Path, dict]:
         raise CheckpointError(f"{run_dir}/checkpoints has no step-*.pt checkpoint to resume from; start a new run without --resume")
     for path in files:
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(io.BytesIO(storage.read_bytes(path)), map_location="cpu", weights_only=True)
+        except storage.StorageError:
+            raise
         except Exception as err:  # noqa: BLE001 -- any unreadable file: fall back to an older one
             log.warning("%s: not a readable checkpoint (%s); trying an older one", path, str(err).splitlines()[0])
             continue
@@ -67,7 +75,7 @@ def model_signature(model: torch.nn.Module) -> dict[str, list[int]]:
     return {name: list(t.shape) for name, t in model.state_dict().items()}
 
 
-def check_compatible(path: Path, state: dict, fingerprint: str, model: torch.nn.Module) -> None:
+def check_compatible(path: str, state: dict, fingerprint: str, model: torch.nn.Module) -> None:
     """Refuse a checkpoint made for another dataset version or another model shape."""
     if state["dataset_fingerprint"] != fingerprint:
         raise CheckpointError(

@@ -1,18 +1,17 @@
 """The run directory: config.yaml, metrics.jsonl, checkpoints/, model.pt, report.json, curves.png.
 
-Only rank 0 writes here; every file that a reader may see half-written is written to a
-temporary name and renamed.
+A directory or an object-store prefix (``run.root`` may be a URI). Only rank 0 writes
+here, and every file is written as one complete object (:func:`pipeline.storage.open_output`):
+a reader sees the old file or the new one, never half of one.
 """
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import torch
 
+from pipeline import storage
 from pipeline.config import Config, to_yaml
-from pipeline.manifest import atomic_write_text
 
 MODEL_FORMAT_VERSION = 1
 
@@ -21,13 +20,13 @@ class RunDirError(RuntimeError):
     """A run directory that cannot be used as asked."""
 
 
-def create_run_dir(cfg: Config, name: str) -> Path:
+def create_run_dir(cfg: Config, name: str) -> str:
     """Create ``<run.root>/<name>/`` and write the resolved config into it."""
-    run_dir = Path(cfg.run.root) / name
-    if (run_dir / "report.json").exists() or (run_dir / "metrics.jsonl").exists():
+    run_dir = storage.join(cfg.run.root, name)
+    if storage.exists(storage.join(run_dir, "report.json")) or storage.exists(storage.join(run_dir, "metrics.jsonl")):
         raise RunDirError(f"run directory {run_dir} already holds a run; choose another run.name")
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+    storage.make_dirs(storage.join(run_dir, "checkpoints"))
+    storage.write_text(storage.join(run_dir, "config.yaml"), to_yaml(cfg))
     return run_dir
 
 
@@ -35,24 +34,27 @@ def metrics_line(record: dict) -> str:
     return json.dumps(record) + "\n"
 
 
-def append_metrics(run_dir: Path, record: dict) -> None:
-    with open(run_dir / "metrics.jsonl", "a") as f:
-        f.write(metrics_line(record))
+def append_metrics(run_dir: str, record: dict) -> None:
+    """Add one epoch's line. The file is rewritten whole (object stores cannot append;
+    it is one short line per epoch), so it is never seen half-written."""
+    path = storage.join(run_dir, "metrics.jsonl")
+    old = storage.read_text(path) if storage.is_file(path) else ""
+    storage.write_text(path, old + metrics_line(record))
 
 
-def rewrite_metrics(run_dir: Path, lines: list[str]) -> None:
+def rewrite_metrics(run_dir: str, lines: list[str]) -> None:
     """Replace metrics.jsonl (on resume: keep only the epochs the checkpoint holds)."""
-    atomic_write_text(run_dir / "metrics.jsonl", "".join(lines))
+    storage.write_text(storage.join(run_dir, "metrics.jsonl"), "".join(lines))
 
 
-def atomic_torch_save(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def atomic_torch_save(obj: dict, location: str) -> None:
+    """``torch.save`` to ``location`` as one complete object."""
+    with storage.open_output(location) as f:
+        torch.save(obj, f)
 
 
-def write_report(run_dir: Path, report: dict) -> None:
-    atomic_write_text(run_dir / "report.json", json.dumps(report, indent=2) + "\n")
+def write_report(run_dir: str, report: dict) -> None:
+    storage.write_text(storage.join(run_dir, "report.json"), json.dumps(report, indent=2) + "\n")
 
 
 def model_bundle(model: torch.nn.Module, cfg: Config, manifest: dict) -> dict:
@@ -72,7 +74,7 @@ def model_bundle(model: torch.nn.Module, cfg: Config, manifest: dict) -> dict:
     }
 
 
-def plot_curves(run_dir: Path, history: list[dict]) -> None:
+def plot_curves(run_dir: str, history: list[dict]) -> None:
     """Loss and accuracy per epoch as curves.png."""
     import matplotlib
 
@@ -91,5 +93,6 @@ def plot_curves(run_dir: Path, history: list[dict]) -> None:
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(run_dir / "curves.png", dpi=100)
+    with storage.open_output(storage.join(run_dir, "curves.png")) as f:
+        fig.savefig(f, format="png", dpi=100)
     plt.close(fig)

@@ -12,16 +12,16 @@ import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from pipeline.config import Config, TrainConfig, to_dict
+from pipeline import storage
+from pipeline.config import Config, TrainConfig, to_dict, with_absolute_locations
 from pipeline.data import ShardReader
+from pipeline.data.cache import ShardCache
 from pipeline.dist import Collective
-from pipeline.manifest import read_manifest
+from pipeline.manifest import dataset_dir, read_manifest
 from pipeline.models import build_model
 from pipeline.schema import LABEL_COLUMN
 from pipeline.train import checkpoint as ckpt
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 class TrainResult:
     """What a finished run produced (identical on every rank)."""
 
-    run_dir: Path
+    run_dir: str
     report: dict
 
 
@@ -72,10 +72,10 @@ class Progress:
         return {k: getattr(state, k) for k in cls.__dataclass_fields__}
 
 
-def dataset_path(cfg: Config) -> Path:
+def dataset_path(cfg: Config) -> str:
     """The dataset version training reads: ``data.version`` if set, else LATEST."""
-    ddir = Path(cfg.data.root) / (cfg.data.name or cfg.name)
-    return ddir / cfg.data.version if cfg.data.version else ddir
+    ddir = dataset_dir(cfg.data.root, cfg.data.name or cfg.name)
+    return storage.join(ddir, cfg.data.version) if cfg.data.version else ddir
 
 
 def make_optimizer(cfg: TrainConfig, params, lr: float) -> torch.optim.Optimizer:
@@ -84,17 +84,23 @@ def make_optimizer(cfg: TrainConfig, params, lr: float) -> torch.optim.Optimizer
     return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
 
 
-def find_run_to_resume(cfg: Config) -> Path:
-    """``run.root/run.name`` if named, else the newest run of this experiment with a checkpoint."""
-    root = Path(cfg.run.root)
+def find_run_to_resume(cfg: Config) -> str:
+    """``run.root/run.name`` if named, else the run of this experiment whose newest
+    checkpoint is the most recent."""
+    root = cfg.run.root
     if cfg.run.name:
-        return root / cfg.run.name
-    runs = [p for p in root.glob(f"{cfg.name}-*") if ckpt.checkpoint_files(p)] if root.is_dir() else []
-    if not runs:
+        return storage.join(root, cfg.run.name)
+    newest = {}
+    for run in storage.list_dirs(root):
+        if storage.basename(run).startswith(f"{cfg.name}-"):
+            files = ckpt.checkpoint_entries(run)
+            if files:
+                newest[run] = max(f.mtime_ns or 0 for f in files)
+    if not newest:
         raise ckpt.CheckpointError(
             f"--resume: no run of {cfg.name!r} with a checkpoint under {root}/; name one with run.name=<dir>"
         )
-    return max(runs, key=lambda p: p.stat().st_mtime)
+    return max(newest, key=newest.get)
 
 
 class Trainer:
@@ -106,7 +112,8 @@ class Trainer:
         dataset: a dataset version (or dataset dir with LATEST); defaults from the config.
     """
 
-    def __init__(self, cfg: Config, collective: Collective, dataset: str | Path | None = None):
+    def __init__(self, cfg: Config, collective: Collective, dataset: str | None = None):
+        cfg = with_absolute_locations(cfg)
         self.cfg, self.coll = cfg, collective
         self.version_dir, self.manifest = read_manifest(dataset or dataset_path(cfg))
         self.fingerprint = self.manifest["fingerprint"]
@@ -120,13 +127,15 @@ class Trainer:
         """Readers for this rank and world size (rebuilt after an elastic reset)."""
         tc, rc = self.cfg.train, self.cfg.data.reader
         rank, size = self.coll.rank, self.coll.size
+        cache = ShardCache(rc.cache_dir, rc.cache_max_bytes) if rc.cache_dir else None
         self.train_reader = ShardReader(
             self.version_dir, "train", rank, size, tc.batch_size, seed=tc.seed, mode="train",
             remainder=rc.remainder, shuffle_buffer=rc.shuffle_buffer, prefetch=rc.prefetch, verify=rc.verify,
-            bucket_by_length=rc.bucket_by_length, layout=rc.layout,
+            bucket_by_length=rc.bucket_by_length, layout=rc.layout, cache=cache, readahead=rc.readahead,
         )
         self.eval_readers = {
-            split: ShardReader(self.version_dir, split, rank, size, tc.batch_size, mode="eval", prefetch=rc.prefetch)
+            split: ShardReader(self.version_dir, split, rank, size, tc.batch_size, mode="eval", prefetch=rc.prefetch,
+                               cache=cache, readahead=rc.readahead)
             for split in ("val", "test")
             if self.manifest["splits"][split]["rows"] > 0
         }
@@ -140,11 +149,11 @@ class Trainer:
         cfg, coll = self.cfg, self.coll
         progress, resumed_from = Progress(), None
         if resume:
-            self.run_dir = Path(coll.broadcast_object(str(find_run_to_resume(cfg)) if coll.is_root else None, "run_dir"))  # collective
+            self.run_dir = coll.broadcast_object(find_run_to_resume(cfg) if coll.is_root else None, "run_dir")  # collective
             progress, resumed_from = self._resume()
         else:
             name = coll.broadcast_object(cfg.run.name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}", "run_name")  # collective
-            self.run_dir = rd.create_run_dir(cfg, name) if coll.is_root else Path(cfg.run.root) / name
+            self.run_dir = rd.create_run_dir(cfg, name) if coll.is_root else storage.join(cfg.run.root, name)
         coll.broadcast_state(self.model, self.optimizer)  # collective
         self.train_model = coll.wrap_model(self.model, cfg.dist.fp16_allreduce)
         self.optimizer = coll.wrap_optimizer(self.optimizer, self.model, cfg.dist.fp16_allreduce, cfg.train.accumulate_steps)
@@ -161,7 +170,7 @@ class Trainer:
         test = self._evaluate("test", prefix="test_")
         report = self._report(progress, test, resumed_from)
         if coll.is_root:
-            rd.atomic_torch_save(rd.model_bundle(self.model, cfg, self.manifest), self.run_dir / "model.pt")
+            rd.atomic_torch_save(rd.model_bundle(self.model, cfg, self.manifest), storage.join(self.run_dir, "model.pt"))
             rd.write_report(self.run_dir, report)
             rd.plot_curves(self.run_dir, progress.history)
         coll.barrier()  # collective: no rank returns before rank 0 has written the run
@@ -340,7 +349,7 @@ class Trainer:
             ckpt.check_compatible(path, state, self.fingerprint, self.model)
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
-            meta = {"path": str(path), "progress": state["progress"], "rng": state["rng"], "world_size": state["world_size"]}
+            meta = {"path": path, "progress": state["progress"], "rng": state["rng"], "world_size": state["world_size"]}
             # Epochs after the checkpoint will be trained again: their metric lines go.
             lines = [rd.metrics_line(h) for h in state["progress"]["history"]]
             rd.rewrite_metrics(self.run_dir, lines)
@@ -374,7 +383,7 @@ class Trainer:
             "train_samples_per_sec": sum(h["train_samples"] for h in history) / train_time if train_time else math.nan,
             "train_seconds": train_time,
             "dataset_fingerprint": self.fingerprint,
-            "dataset_version": str(self.version_dir),
+            "dataset_version": self.version_dir,
             "model": self.cfg.model.type,
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "resumed_from": resumed_from,

@@ -6,6 +6,7 @@ import os
 
 from pipeline.config import Config, from_dict
 from pipeline.dist import make_collective
+from pipeline.launch.secrets import load_secrets
 from pipeline.train.trainer import Trainer
 
 
@@ -28,12 +29,13 @@ def train_rank(cfg: Config | dict, resume: bool = False) -> dict:
     Takes a plain dict too, so launchers that pickle the call (horovod.run, Spark) ship
     data, not dataclasses.
     """
+    load_secrets()  # credentials the launcher kept off this rank's command line
     if isinstance(cfg, dict):
         cfg = from_dict(cfg)
     collective = make_collective(cfg.dist)
     try:
         setup_logging(collective.rank)
         result = Trainer(cfg, collective).fit(resume=resume)
-        return {"run_dir": str(result.run_dir.resolve()), "report": result.report, "is_root": collective.is_root}
+        return {"run_dir": result.run_dir, "report": result.report, "is_root": collective.is_root}
     finally:
         collective.shutdown()

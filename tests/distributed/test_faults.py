@@ -63,7 +63,7 @@ def kill_one_worker_after(launcher, run_dir: Path, step: int, deadline_s: float 
     end = time.monotonic() + deadline_s
     while time.monotonic() < end and launcher.poll() is None:
         files = checkpoint_files(run_dir) if (run_dir / "checkpoints").is_dir() else []
-        if files and int(files[0].stem.split("-")[1]) >= step:
+        if files and int(Path(files[0]).stem.split("-")[1]) >= step:
             pid = worker_to_kill(launcher)
             if pid:
                 os.kill(pid, signal.SIGKILL)

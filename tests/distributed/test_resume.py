@@ -2,6 +2,7 @@
 uninterrupted run ends, on the same world size and from 2 ranks onto 1."""
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,7 +21,7 @@ def stopped_copy(run_dir, name, keep_step):
     later checkpoint, no model and no report, plus a newer checkpoint cut short by the crash."""
     copy = run_dir.parent / name
     shutil.copytree(run_dir, copy)
-    for f in checkpoint_files(copy):
+    for f in map(Path, checkpoint_files(copy)):
         if int(f.stem.split("-")[1]) > keep_step:
             f.unlink()
     (copy / "model.pt").unlink()

@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -38,7 +39,7 @@ def test_checkpoints_are_pruned_newest_first_and_refuse_another_model(tmp_path):
     for step in (5, 10, 15):
         ckpt.save_checkpoint(tmp_path, {"global_step": step, "model": model.state_dict(), "dataset_fingerprint": "f" * 64,
                                         "model_signature": ckpt.model_signature(model)}, keep=2)
-    assert [p.name for p in ckpt.checkpoint_files(tmp_path)] == ["step-000000015.pt", "step-000000010.pt"]
+    assert [Path(p).name for p in ckpt.checkpoint_files(tmp_path)] == ["step-000000015.pt", "step-000000010.pt"]
     path, state = ckpt.load_latest(tmp_path)
     assert state["global_step"] == 15 and state["format_version"] == ckpt.FORMAT_VERSION
     ckpt.check_compatible(path, state, "f" * 64, model)
@@ -46,6 +47,6 @@ def test_checkpoints_are_pruned_newest_first_and_refuse_another_model(tmp_path):
         ckpt.check_compatible(path, state, "f" * 64, torch.nn.Linear(3, 4))
     with pytest.raises(ckpt.CheckpointError, match="trained on dataset ffffffffffff, this run reads aaaaaaaaaaaa"):
         ckpt.check_compatible(path, state, "a" * 64, model)
-    path.write_bytes(b"cut short")
+    Path(path).write_bytes(b"cut short")
     assert ckpt.load_latest(tmp_path)[1]["global_step"] == 10
     assert not math.isnan(learning_rate(TrainConfig(), 1, 0.5))

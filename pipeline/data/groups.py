@@ -1,0 +1,112 @@
+"""Fetching the row groups of one epoch stream: inline from a local disk, or several ahead
+in parallel from an object store, where each read is a network round trip.
+
+On a local disk reading is CPU work and more threads would only compete with training
+(measured: Arrow's own thread pool slowed training), so groups are read one at a time in
+the reader's background thread. On an object store a row group costs a ranged GET whose
+latency dwarfs its decoding, so ``readahead`` groups are fetched and decoded by a small
+thread pool while the reader works on earlier ones (measured on a loopback S3 server:
+1.1 M rows/s one at a time, 1.7-2.1 M rows/s four ahead).
+"""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Iterable
+
+import pyarrow.parquet as pq
+
+from pipeline import storage
+from pipeline.data.assign import RowGroup
+
+
+class GroupFetcher:
+    """Decoded row groups of a split, by their index in ``order``.
+
+    Args:
+        locations: each shard's location (path or URI), by shard index.
+        footers: each shard's Parquet footer, read once at start-up.
+        order: the epoch's row groups (``EpochStream.order``).
+        columns: columns to read.
+        decode: Arrow table -> decoded group (what the reader holds).
+        readahead: groups fetched ahead in parallel on object stores; 0 (and any local
+            disk) reads inline.
+        open_local: shard index -> a local path to read instead (the shard cache), or None.
+    """
+
+    def __init__(self, locations: list[str], footers: list, order: list[RowGroup], columns: list[str],
+                 decode: Callable, readahead: int, open_local: Callable[[int], str] | None = None):
+        self.locations, self.footers, self.order, self.columns, self.decode = locations, footers, order, columns, decode
+        self.open_local = open_local
+        remote = bool(locations) and not storage.is_local(locations[0]) and open_local is None
+        self.readahead = readahead if remote else 0
+        self._pool = ThreadPoolExecutor(self.readahead, thread_name_prefix="row-group-fetch") if self.readahead else None
+        self._sources: dict[int, object] = {}
+        self._lock = threading.Lock()
+        self._inflight: dict[int, Future] = {}
+
+    def _source(self, shard: int):
+        """The shard opened once: a ParquetFile inline, a shared random-access file (whose
+        ranged reads are thread-safe) when fetching ahead."""
+        with self._lock:
+            if shard not in self._sources:
+                if self.open_local is not None:
+                    self._sources[shard] = pq.ParquetFile(self.open_local(shard), metadata=self.footers[shard])
+                elif self._pool is None:
+                    self._sources[shard] = pq.ParquetFile(storage.open_input(self.locations[shard]), metadata=self.footers[shard],
+                                                          pre_buffer=not storage.is_local(self.locations[shard]))
+                else:
+                    self._sources[shard] = storage.open_input(self.locations[shard])
+            return self._sources[shard]
+
+    def _load(self, g: int):
+        group = self.order[g]
+        source = self._source(group.shard)
+        if self._pool is not None:  # one ParquetFile per read: readers are not shared between threads
+            # pre_buffer: the group's column chunks come in a few coalesced ranged reads.
+            source = pq.ParquetFile(source, metadata=self.footers[group.shard], pre_buffer=True)
+        # use_threads=False: this already runs beside the training threads, and Arrow's
+        # pool would compete with them for the same cores.
+        return self.decode(source.read_row_group(group.index, columns=self.columns, use_threads=False))
+
+    def hint(self, upcoming: Iterable[int], held: set[int]) -> None:
+        """Start fetching the first groups of ``upcoming`` (in the order they will be
+        needed) that are neither ``held`` nor already on their way."""
+        if self._pool is None:
+            return
+        for g in upcoming:
+            if len(self._inflight) >= self.readahead:
+                return
+            if g not in held and g not in self._inflight:
+                self._inflight[g] = self._pool.submit(self._load, g)
+
+    def get(self, g: int):
+        """Group ``g`` decoded (waits for its fetch if one is on its way)."""
+        future = self._inflight.pop(g, None)
+        return future.result() if future is not None else self._load(g)
+
+    def release(self, held: set[int]) -> None:
+        """Close shards that neither ``held`` groups nor fetches on their way need: open
+        footers and files would otherwise grow with the number of shards."""
+        needed = {self.order[g].shard for g in (*held, *self._inflight)}
+        with self._lock:
+            for shard in [s for s in self._sources if s not in needed]:
+                _close(self._sources.pop(shard))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            for future in self._inflight.values():
+                future.cancel()
+            self._pool.shutdown(wait=True)
+        self._inflight.clear()
+        with self._lock:
+            for source in self._sources.values():
+                _close(source)
+            self._sources.clear()
+
+
+def _close(source) -> None:
+    if isinstance(source, pq.ParquetFile):
+        source.close(force=True)  # force: also the file it was given
+    else:
+        source.close()
