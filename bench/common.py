@@ -4,6 +4,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -72,3 +75,29 @@ def write_result(name: str, result: dict) -> Path:
 def goal(name: str, value: float, target: float, higher_is_better: bool = True) -> dict:
     met = value >= target if higher_is_better else value <= target
     return {"name": name, "value": round(value, 4), "target": target, "met": bool(met)}
+
+
+def provenance() -> dict:
+    """The command, commit and time that produced a figure (kept beside the figure)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=RESULTS.parent,
+                                check=True).stdout.strip()
+        if subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=RESULTS.parent).returncode != 0:
+            commit += "+uncommitted"
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return {"command": shlex.join([Path(sys.executable).name, *sys.argv]), "commit": commit,
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def merge_section(name: str, section: str, figures: dict, goals: list[dict]) -> Path:
+    """Replace one section of bench/results/<name>.json and the goals it owns, stamped with
+    its own provenance; every other section keeps its figures and dates."""
+    path = RESULTS / f"{name}.json"
+    result = json.loads(path.read_text()) if path.exists() else {"benchmark": name, "goals": []}
+    result[section] = {**figures, "provenance": provenance(), "machine": machine()}
+    owned = {g["name"] for g in goals}
+    result["goals"] = [g for g in result.get("goals", []) if g["name"] not in owned and g.get("section") != section]
+    result["goals"] += [{**g, "section": section} for g in goals]
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path

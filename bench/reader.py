@@ -10,6 +10,9 @@
    time the trainer waited for the next batch.
 3. Memory: peak RSS of a fresh process reading one epoch of a small vs a large dataset
    (goal: the large one needs <= 1.1x the small one's).
+4. Object store: the reader over a real S3 server (SeaweedFS on 127.0.0.1) vs over local
+   disk, same shards (goal >= 0.7x); also through the node-local shard cache. Re-measure
+   it alone with ``--only-store`` (the other sections keep their figures and dates).
 
 Datasets are made by the prepare job (synthetic generators) in a temporary directory.
 Writes bench/results/reader.json.
@@ -31,7 +34,7 @@ import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from bench.common import goal, write_result  # noqa: E402
+from bench.common import goal, merge_section, write_result  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.data import ShardReader  # noqa: E402
 from pipeline.models import build_model  # noqa: E402
@@ -39,7 +42,8 @@ from pipeline.models import build_model  # noqa: E402
 BATCH = 256
 
 
-def prepare_datasets(root: Path, tabular_rows: int, image_rows: int, memory_rows: list[int], only_memory: bool = False) -> dict:
+def prepare_datasets(root: Path, tabular_rows: int, image_rows: int, memory_rows: list[int], only_memory: bool = False,
+                     only_tabular: bool = False) -> dict:
     from pipeline.prep import prepare
     from pipeline.prep.session import get_session
 
@@ -52,6 +56,8 @@ def prepare_datasets(root: Path, tabular_rows: int, image_rows: int, memory_rows
         }
         if only_memory:
             specs = {}
+        if only_tabular:
+            specs = {"tabular": specs["tabular"]}
         for rows in memory_rows:
             specs[f"memory-{rows}"] = (rows, ["data.source.synthetic.kind=tabular", "data.source.synthetic.numeric=8", "data.source.synthetic.categorical=0", "model.type=mlp"])
         for name, (rows, overrides) in specs.items():
@@ -67,17 +73,17 @@ def prepare_datasets(root: Path, tabular_rows: int, image_rows: int, memory_rows
     return out
 
 
-def raw_pyarrow_rows_per_sec(version_dir: Path, manifest: dict) -> float:
+def raw_pyarrow_rows_per_sec(version_dir: str, manifest: dict) -> float:
     started, rows = time.perf_counter(), 0
     for shard in manifest["splits"]["train"]["shards"]:
-        f = pq.ParquetFile(version_dir / shard["path"])
+        f = pq.ParquetFile(f"{version_dir}/{shard['path']}")
         for batch in f.iter_batches(batch_size=BATCH, use_threads=False):
             rows += batch.num_rows
     return rows / (time.perf_counter() - started)
 
 
-def reader_rows_per_sec(version_dir: Path) -> float:
-    reader = ShardReader(version_dir, "train", 0, 1, BATCH, shuffle_buffer=8192)
+def reader_rows_per_sec(version_dir, **kwargs) -> float:
+    reader = ShardReader(str(version_dir), "train", 0, 1, BATCH, shuffle_buffer=8192, **kwargs)
     started, rows = time.perf_counter(), 0
     for batch in reader:
         rows += len(batch["label"])
@@ -175,6 +181,47 @@ def remeasure_memory(memory_rows: list[int]) -> None:
     print(f"memory: peak {small['peak_rss_mb']:.0f} MB at {small['rows']:,} rows, {large['peak_rss_mb']:.0f} MB at {large['rows']:,}")
 
 
+def store_throughput(version_dir: str, work: Path) -> dict:
+    """Reader rows/s from a real S3 server vs from local disk, on the same shards."""
+    import os
+
+    from pipeline import storage
+    from pipeline.data.cache import ShardCache
+    from tests.objectstore import SeaweedFS
+
+    store = SeaweedFS(work / "store").start()
+    try:
+        os.environ.update(store.env())
+        remote = store.uri("bench", storage.basename(version_dir))
+        for entry in storage.list_files(version_dir):
+            storage.upload(entry.uri, storage.join(remote, storage.relative(entry.uri, version_dir)))
+        local, s3 = median_of_alternating(lambda: reader_rows_per_sec(version_dir), lambda: reader_rows_per_sec(remote))
+        cache = ShardCache(str(work / "cache"), max_bytes=1 << 40)
+        reader_rows_per_sec(remote, cache=cache)  # fills the cache (first epoch)
+        cached = statistics.median(reader_rows_per_sec(remote, cache=cache) for _ in range(3))
+    finally:
+        store.stop()
+    return {"local_rows_per_sec": local, "s3_rows_per_sec": s3, "ratio": s3 / local,
+            "s3_cached_rows_per_sec": cached, "cached_ratio": cached / local,
+            "store": "SeaweedFS weed mini on 127.0.0.1 (loopback)", "dataset": "synthetic tabular, 32 numeric + 4 categorical"}
+
+
+def store_goal(figures: dict) -> dict:
+    return goal("reader over S3 vs local disk rows/s (tabular, loopback)", figures["ratio"], 0.7)
+
+
+def remeasure_store(tabular_rows: int) -> None:
+    work = Path(tempfile.mkdtemp(prefix="bench-reader-"))
+    try:
+        data = prepare_datasets(work, tabular_rows, 0, [], only_tabular=True)
+        figures = store_throughput(data["tabular"][0], work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    path = merge_section("reader", "store", figures, [store_goal(figures)])
+    print(f"store: reader {figures['s3_rows_per_sec']:,.0f} rows/s over S3 vs {figures['local_rows_per_sec']:,.0f} local "
+          f"({figures['ratio']:.2f}x); cached {figures['cached_ratio']:.2f}x; wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tabular-rows", type=int, default=1_000_000)
@@ -182,9 +229,12 @@ def main() -> None:
     parser.add_argument("--memory-rows", type=int, nargs=2, default=[1_000_000, 10_000_000])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--only-memory", action="store_true", help="re-measure memory only; keep the other figures in reader.json")
+    parser.add_argument("--only-store", action="store_true", help="re-measure S3 vs local only; keep the other figures in reader.json")
     args = parser.parse_args()
     if args.only_memory:
         return remeasure_memory(args.memory_rows)
+    if args.only_store:
+        return remeasure_store(args.tabular_rows)
     torch.set_num_threads(psutil.cpu_count(logical=False) or 1)
     work = Path(tempfile.mkdtemp(prefix="bench-reader-"))
     try:
@@ -198,6 +248,8 @@ def main() -> None:
             stalls[name] = stall(version_dir, cfg, args.steps)
             print(f"{name}: reader {ours:,.0f} rows/s vs raw pyarrow {raw:,.0f} ({ours / raw:.2f}x); "
                   f"training from reader {stalls[name]['ratio']:.3f}x in-memory", flush=True)
+        store = store_throughput(data["tabular"][0], work)
+        print(f"store: reader over S3 {store['ratio']:.2f}x local disk", flush=True)
         small, large = (memory_growth(data[f"memory-{rows}"][0]) for rows in args.memory_rows)
         print(f"memory growth: {small['growth_mb']:.0f} MB at {small['rows']:,} rows, {large['growth_mb']:.0f} MB at {large['rows']:,}", flush=True)
     finally:
@@ -207,6 +259,7 @@ def main() -> None:
     goals.append(memory_goal(small, large))
     path = write_result("reader", {"batch_size": BATCH, "throughput": throughput, "input_stall": stalls,
                                    "memory": {"small": small, "large": large}, "goals": goals})
+    merge_section("reader", "store", store, [store_goal(store)])
     print(f"wrote {path}")
 
 

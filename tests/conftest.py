@@ -48,10 +48,28 @@ def digits_config(data_root: Path, run_root: Path | None = None, *overrides: str
 
 
 @pytest.fixture(scope="session")
+def s3_store(tmp_path_factory):
+    """A real S3 server (SeaweedFS) on 127.0.0.1 with one bucket, for the whole session."""
+    from tests.objectstore import SeaweedFS
+
+    store = SeaweedFS(tmp_path_factory.mktemp("seaweedfs")).start()
+    yield store
+    store.stop()
+
+
+@pytest.fixture
+def s3_env(s3_store, monkeypatch):
+    """This process pointed at ``s3_store`` through the standard AWS variables."""
+    for key, value in s3_store.env().items():
+        monkeypatch.setenv(key, value)
+    return s3_store
+
+
+@pytest.fixture(scope="session")
 def digits_version(spark, tmp_path_factory):
     """The real digits CSV prepared by the real Spark job: (version_dir, manifest)."""
     from pipeline.prep import prepare
 
     root = tmp_path_factory.mktemp("data")
     result = prepare(digits_config(root), spark)
-    return result.version_dir, result.manifest
+    return Path(result.version_dir), result.manifest
