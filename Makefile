@@ -5,7 +5,7 @@ CONFIG ?= conf/digits_cnn.yaml
 NP ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast bench clean doctor
+.PHONY: setup run test test-fast test-multihost bench clean doctor
 
 setup:
 	@bash deploy/local/setup.sh
@@ -17,7 +17,11 @@ test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: setup
-	$(PY) -m pytest -m "not spark and not dist and not e2e" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not spark and not dist and not e2e and not s3 and not multihost" $(PYTEST_ARGS)
+
+# The tests on the multi-host rig (network namespaces; root). `make test` runs them too.
+test-multihost: setup
+	$(PY) -m pytest -m multihost $(PYTEST_ARGS)
 
 doctor: setup
 	$(PY) -m pipeline doctor

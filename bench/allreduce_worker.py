@@ -1,15 +1,19 @@
-"""Run by 2 ranks from bench/train.py: a 64 MB all-reduce vs a plain loopback TCP transfer
-of the same bytes between the same two processes.
+"""Run by 2 ranks from bench/train.py: a 64 MB all-reduce vs a plain TCP transfer of the
+same bytes between the same two processes, over the same interface.
 
     horovodrun -np 2 -H 127.0.0.1:2 --gloo python bench/allreduce_worker.py horovod OUT.json [MB] [REPEATS]
     torchrun --nproc-per-node 2 bench/allreduce_worker.py torch OUT.json [MB] [REPEATS]
 """
 import json
+import os
 import socket
 import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 class Engine:
@@ -56,10 +60,14 @@ def allreduce_seconds(engine: Engine, tensor: torch.Tensor, repeats: int) -> flo
 
 
 def tcp_seconds(engine: Engine, nbytes: int, repeats: int) -> float:
-    """Rank 1 streams ``nbytes`` to rank 0 over 127.0.0.1; seconds per transfer (receiver's clock)."""
+    """Rank 1 streams ``nbytes`` to rank 0 over the ranks' own interface (loopback on one
+    machine, the veth between two hosts of the rig); seconds per transfer (receiver's clock)."""
     if engine.rank == 0:
-        server = socket.create_server(("127.0.0.1", 0))
-        engine.broadcast_object(server.getsockname()[1], "port")
+        from pipeline.launch.network import interface_address
+
+        iface = os.environ.get("HOROVOD_GLOO_IFACE") or os.environ.get("GLOO_SOCKET_IFNAME") or "lo"
+        server = socket.create_server((interface_address(iface) or "127.0.0.1", 0))
+        engine.broadcast_object(server.getsockname(), "address")
         conn, _ = server.accept()
         view = memoryview(bytearray(1 << 20))
         times = []
@@ -72,9 +80,9 @@ def tcp_seconds(engine: Engine, nbytes: int, repeats: int) -> float:
         conn.close()
         server.close()
         return sum(times[1:]) / repeats  # the first transfer warms the connection up
-    port = engine.broadcast_object(None, "port")
+    address = engine.broadcast_object(None, "address")
     payload = bytearray(nbytes)
-    conn = socket.create_connection(("127.0.0.1", port))
+    conn = socket.create_connection(tuple(address))
     for _ in range(repeats + 1):
         conn.sendall(payload)
         conn.recv(1)

@@ -3,6 +3,12 @@ step, for horovodrun, horovod.spark.run in local[2], and horovod.spark.run on a 
 standalone cluster (master + 2 workers x 1 core on 127.0.0.1), same job and data.
 
     .venv/bin/python bench/startup.py [--repeats 2]
+    .venv/bin/python bench/startup.py --multihost [--repeats 2]   # across 2 hosts of the rig
+
+``--multihost`` measures, on the multi-host rig (root), one rank on each of 2 hosts, data
+and run on the rig's object store: horovodrun over ssh (``train --hosts``), horovod.spark.run
+on the rig's Spark standalone cluster, and one torchrun per host (c10d rendezvous). It
+updates only the ``multihost`` section of startup.json.
 
 The first step's wall-clock time comes from the run's report (``first_step_at``, rank 0).
 Goal: Spark-launched <= 2x horovodrun. Writes bench/results/startup.json.
@@ -40,10 +46,46 @@ def seconds_to_first_step(argv: list[str], run_dir: Path, env: dict) -> float:
     return json.loads((run_dir / "report.json").read_text())["first_step_at"] - started
 
 
+def across_hosts(repeats: int) -> None:
+    """The ``multihost`` section: launch-to-first-step with one rank on each of 2 hosts."""
+    from bench.common import merge_section
+    from bench.rig import BUCKET, DIGITS_CONF, DIGITS_CSV, prepare_on_cluster, python, rig_up, seconds_to_first_step, spark_submit
+
+    root, runs = f"s3://{BUCKET}/startup/data", f"s3://{BUCKET}/startup/runs"
+    with rig_up() as rig:
+        version = prepare_on_cluster(rig, DIGITS_CONF, root, f"data.source.path={DIGITS_CSV}")
+        job = ["--config", DIGITS_CONF, f"data.root={root}", f"data.source.path={DIGITS_CSV}", f"run.root={runs}",
+               "train.epochs=1", f"data.version={version.rsplit('/', 1)[1]}"]
+        times: dict[str, list[float]] = {"horovodrun_ssh": [], "spark_standalone": [], "torchrun": []}
+        for i in range(repeats):
+            for launcher in times:
+                name = f"{launcher}-{i}"
+                if launcher == "horovodrun_ssh":
+                    launches = [("n1", python("-m", "pipeline", "train", "--np", "2", "--hosts", "n1:1,n2:1", *job, f"run.name={name}"))]
+                elif launcher == "spark_standalone":
+                    launches = [("n1", list(spark_submit("jobs/train_on_spark.py", "--np", "2", *job, f"run.name={name}")))]
+                else:
+                    torchrun = python("-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+                                      "--rdzv-endpoint", f"{rig.addr('n1')}:29400", "--rdzv-id", name, "jobs/train.py", *job,
+                                      f"run.name={name}", "dist.engine=torch")
+                    launches = [("n1", torchrun), ("n2", torchrun)]
+                times[launcher].append(seconds_to_first_step(rig, launches, f"{runs}/{name}"))
+                print(f"across hosts: {launcher} #{i}: {times[launcher][-1]:.1f} s to the first step", flush=True)
+    median = {k: statistics.median(v) for k, v in times.items()}
+    goals = [goal("across 2 hosts: horovod.spark.run standalone / horovodrun over ssh, seconds to first step",
+                  median["spark_standalone"] / median["horovodrun_ssh"], 2.0, higher_is_better=False)]
+    path = merge_section("startup", "multihost", {"job": "digits_cnn, 2 ranks on 2 hosts of the rig, 1 epoch, data on S3",
+                                                   "seconds_to_first_step": times, "median_seconds": median}, goals)
+    print(f"{goals[0]['name']}: {goals[0]['value']} ({'met' if goals[0]['met'] else 'NOT met'}); wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--multihost", action="store_true", help="measure across 2 hosts of the rig (root); keep the rest")
     args = parser.parse_args()
+    if args.multihost:
+        return across_hosts(args.repeats)
     tmp = Path(tempfile.mkdtemp(prefix="bench-startup-"))
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
     cluster_env = {**env, "SPARK_CLUSTER_DIR": str(tmp / "cluster"), "SPARK_MASTER_PORT": str(free_port()),

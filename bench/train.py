@@ -15,6 +15,14 @@
 Samples/s are medians over epochs after the first (warm-up) and over ``--repeats`` runs
 taken alternately. Datasets come from the synthetic experiments, prepared by the real
 prepare job in a temporary directory. Writes bench/results/train.json.
+
+    .venv/bin/python bench/train.py --multihost [--epochs 3] [--repeats 2]
+
+measures on the multi-host rig (root) instead, and updates only the ``multihost`` section:
+the CNN with 2 ranks on 2 hosts vs 2 ranks on 1 host (horovodrun over ssh, 1 thread per
+rank, data on the rig's S3; goal >= 0.9), and the 64 MB all-reduce bus bandwidth between
+two hosts vs a plain TCP stream between the same two namespaces over the same veth
+(goal >= 0.5).
 """
 from __future__ import annotations
 
@@ -54,7 +62,7 @@ def prepare_datasets(root: Path) -> dict[str, Path]:
         for model, (experiment, rows, _) in CASES.items():
             config = REPO / "conf" / f"{experiment}.yaml"
             cfg = load_config(config, [f"data.root={root}", f"data.source.synthetic.rows={rows}"])
-            out[model] = prepare(cfg, spark).version_dir
+            out[model] = Path(prepare(cfg, spark).version_dir)
             print(f"prepared {experiment}: {rows:,} rows", flush=True)
         return out
     finally:
@@ -126,11 +134,58 @@ def allreduce(engine: str, out: Path) -> dict:
     return json.loads(out.read_text())
 
 
+def across_hosts(epochs: int, repeats: int) -> None:
+    """The ``multihost`` section, measured on the rig."""
+    from bench.common import merge_section
+    from bench.rig import BUCKET, prepare_on_cluster, python, rig_up
+
+    experiment, rows, batch = CASES["cnn"]
+    config = str(REPO / "conf" / f"{experiment}.yaml")
+    root, runs = f"s3://{BUCKET}/train/data", f"s3://{BUCKET}/train/runs"
+    with rig_up() as rig:
+        version = prepare_on_cluster(rig, config, root, f"data.source.synthetic.rows={rows}")
+        job = ["--config", config, f"data.root={root}", f"data.source.synthetic.rows={rows}", f"data.version={version.rsplit('/', 1)[1]}",
+               f"run.root={runs}", f"train.epochs={epochs}", f"train.batch_size={batch}", "train.scale_lr=false"]
+        # Every "host" shares this machine's cores: one thread per rank in both layouts.
+        env = {"PIPELINE_THREADS_PER_RANK": "1"}
+
+        def run(hosts: str, name: str) -> dict:
+            rig.run("n1", *python("-m", "pipeline", "train", "--np", "2", "--hosts", hosts, *job, f"run.name={name}"), env=env)
+            history = [json.loads(line) for line in rig.read_text(f"{runs}/{name}/metrics.jsonl").splitlines()][1:]
+            result = {"samples_per_sec": statistics.median(h["samples_per_sec"] for h in history), "hosts": hosts}
+            print(f"cnn on {hosts}: {result['samples_per_sec']:,.0f} samples/s", flush=True)
+            return result
+
+        two_hosts, one_host = alternate(lambda i: run("n1:1,n2:1", f"two-hosts-{i}"), lambda i: run("n1:2", f"one-host-{i}"), repeats)
+
+        def reduce(hosts: str, name: str) -> dict:
+            argv = horovodrun_argv(2, [PYTHON, str(REPO / "bench" / "allreduce_worker.py"), "horovod", f"/tmp/node-work/{name}.json"],
+                                   hosts=hosts, network_interface="eth0", horovodrun=HOROVODRUN)
+            rig.run("n1", *argv)
+            return json.loads((rig.state / "nodes" / "n1" / f"{name}.json").read_text())
+
+        across, local = reduce("n1:1,n2:1", "allreduce-two-hosts"), reduce("n1:2", "allreduce-one-host")
+    ratio = median_of(two_hosts, "samples_per_sec") / median_of(one_host, "samples_per_sec")
+    veth = across["allreduce_bus_bandwidth_MBps"] / across["tcp_bandwidth_MBps"]
+    goals = [goal("CNN samples/s, 2 ranks on 2 hosts / 2 ranks on 1 host (rig)", ratio, 0.9),
+             goal("64 MB all-reduce bus bandwidth / TCP between the same 2 hosts (veth, Horovod)", veth, 0.5)]
+    figures = {"experiment": experiment, "rows": rows, "batch_per_rank": batch, "epochs": epochs,
+               "two_hosts": two_hosts, "one_host": one_host, "two_hosts_vs_one_host": ratio,
+               "allreduce_64MB_two_hosts": across, "allreduce_64MB_one_host_eth0": local, "allreduce_vs_tcp_two_hosts": veth}
+    path = merge_section("train", "multihost", figures, goals)
+    for g in goals:
+        print(f"{g['name']}: {g['value']} (target {g['target']}, {'met' if g['met'] else 'NOT met'})")
+    print(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--multihost", action="store_true", help="measure across hosts of the rig (root); keep the rest")
     args = parser.parse_args()
+    if args.multihost:
+        return across_hosts(args.epochs, args.repeats)
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
     try:
         versions = prepare_datasets(tmp / "data")

@@ -6,12 +6,13 @@
     ... --resume                                                # continue from the latest checkpoint
     sbatch / MPIJob / mpirun: the same command per rank
 
-Rank 0 prints the run directory as its last line.
+Rank 0 prints the run directory as its last line. Bad input (config, data, locations,
+checkpoints) ends the rank with one ``error:`` line, not a traceback.
 """
 import argparse
 import sys
 
-from pipeline.cli import parse_with_overrides
+from pipeline.cli import parse_with_overrides, with_one_line_errors
 from pipeline.config import load_config
 from pipeline.train.worker import train_rank
 
@@ -22,11 +23,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parse_with_overrides(parser, argv)
-    cfg = load_config(args.config, args.overrides)
-    result = train_rank(cfg, resume=args.resume)
-    if result["is_root"]:
-        print(result["run_dir"])
-    return 0
+
+    def train() -> int:
+        result = train_rank(load_config(args.config, args.overrides), resume=args.resume)
+        if result["is_root"]:
+            print(result["run_dir"])
+        return 0
+
+    return with_one_line_errors(train)
 
 
 if __name__ == "__main__":

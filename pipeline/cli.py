@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
+import re
 import sys
-from pathlib import Path
 
 from pipeline.config import Config, ConfigError, load_config, with_absolute_locations
 
 log = logging.getLogger("pipeline")
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -33,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--np", type=int, default=1, help="number of ranks (default 1: train in this process)")
     p.add_argument("--launcher", choices=("local", "spark"), default="local")
     p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    p.add_argument("--hosts", help="host:slots,... for Horovod ranks on other machines (horovodrun over ssh); "
+                                   "the project and the config must be at the same path on each")
     p = sub.add_parser("score", help="Spark: apply a trained model to new raw data -> predictions Parquet + metrics")
     _config_args(p)
     p.add_argument("--model", required=True, help="a run's model.pt")
@@ -63,16 +63,40 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     # py4j logs at exit; under spark-submit that would land after the promised last line.
     logging.getLogger("py4j").setLevel(logging.WARNING)
+    return with_one_line_errors(lambda: COMMANDS[args.command](args))
+
+
+def with_one_line_errors(command) -> int:
+    """Run ``command()``; an error whose message says what to fix (a bad config, input,
+    location or checkpoint) becomes one ``error:`` line and exit status 2 (config) or 1,
+    not a traceback. Anything else is a bug and keeps its traceback."""
     try:
-        return COMMANDS[args.command](args)
+        return command()
     except (ConfigError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # noqa: BLE001 -- the user sees one clear line, not a traceback
+        inside = _user_error_inside_spark(err)
+        if inside is not None:
+            print(f"error: {inside} (raised in a Spark task; the Spark log above has the rest)", file=sys.stderr)
+            return 1
         if not _is_user_error(err):
             raise
         print(f"error: {err}", file=sys.stderr)
         return 1
+
+
+# One of our errors, as a Python traceback inside a Spark job failure shows it.
+_OURS_IN_SPARK = re.compile(r"\b(?:StorageError|SourceError|PrepareError|ScoreError|ShardError|CacheError|SchemaError): ([^\n]+)")
+
+
+def _user_error_inside_spark(err: Exception) -> str | None:
+    """The message of our own error that made a Spark task fail, if that is what ``err``
+    (a py4j or pyspark exception wrapping the executor's traceback) is."""
+    if not type(err).__module__.startswith(("py4j", "pyspark")):
+        return None
+    found = _OURS_IN_SPARK.findall(str(err))
+    return found[-1].strip() if found else None
 
 
 def _is_user_error(err: Exception) -> bool:
@@ -144,15 +168,24 @@ def cmd_prepare(args) -> int:
     return 0
 
 
-def run_train(cfg: Config, np: int, launcher: str = "local", resume: bool = False) -> dict:
+def run_train(cfg: Config, np: int, launcher: str = "local", resume: bool = False, hosts: str | None = None,
+              source: tuple[str, list[str]] | None = None) -> dict:
     """Train on ``np`` ranks with the chosen launcher; returns rank 0's result. ``cfg``'s
     locations must already be absolute (:func:`load`).
 
-    Horovod: ``horovod.run`` (or elastic ``horovodrun`` when ``dist.elastic``); torch:
-    ``torchrun``; ``--np 1``: this process.
+    Horovod: ``horovod.run`` (or elastic ``horovodrun`` when ``dist.elastic``); with
+    ``hosts``, ``horovodrun`` over ssh, ranks reading the experiment file ``source``
+    (config path, overrides) from the same path on every host; torch: ``torchrun``;
+    ``--np 1``: this process.
     """
+    from pipeline.launch import runner
+
     if np < 1:
         raise ConfigError(f"--np must be >= 1, got {np}")
+    if hosts is not None:
+        if launcher != "local" or source is None:
+            raise ConfigError("--hosts starts ranks with horovodrun over ssh; it does not combine with --launcher spark")
+        return runner.run_on_hosts(cfg, np, hosts, resume, source)
     if launcher == "spark":
         if cfg.dist.engine != "horovod" or cfg.dist.elastic:
             raise ConfigError("--launcher spark runs Horovod ranks (horovod.spark.run): use dist.engine=horovod, dist.elastic=false")
@@ -167,13 +200,13 @@ def run_train(cfg: Config, np: int, launcher: str = "local", resume: bool = Fals
     if cfg.dist.elastic:
         if cfg.dist.min_np > np:
             raise ConfigError(f"dist.min_np={cfg.dist.min_np} is more than --np {np}")
-        return _run_subprocess(cfg, np, resume, "elastic")
+        return runner.run_local_subprocess(cfg, np, resume, "elastic")
     if np == 1:
         from pipeline.train.worker import train_rank
 
         return train_rank(cfg, resume=resume)
     if cfg.dist.engine == "torch":
-        return _run_subprocess(cfg, np, resume, "torchrun")
+        return runner.run_local_subprocess(cfg, np, resume, "torchrun")
     if cfg.dist.engine != "horovod":
         raise ConfigError(f"--np {np} needs dist.engine=horovod or torch (got {cfg.dist.engine!r}); use --np 1 for engine single")
     from pipeline.launch.horovod import run_local
@@ -181,39 +214,9 @@ def run_train(cfg: Config, np: int, launcher: str = "local", resume: bool = Fals
     return run_local(cfg, np, resume)
 
 
-def _run_subprocess(cfg: Config, np: int, resume: bool, kind: str) -> dict:
-    """Start ranks with an external launcher on the resolved config; read rank 0's report."""
-    import json
-    import tempfile
-
-    from pipeline import storage
-    from pipeline.config import to_yaml
-    from pipeline.launch import horovod, torchrun
-    from pipeline.launch.process import run_launcher
-    from pipeline.launch.secrets import secrets_in_file
-
-    with tempfile.TemporaryDirectory(prefix="pipeline-launch-") as tmp, secrets_in_file(os.environ) as env:
-        config_path = Path(tmp) / "config.yaml"
-        config_path.write_text(to_yaml(cfg))
-        # An absolute script: ranks run in this directory, so relative paths keep their meaning.
-        command = horovod.train_command(str(config_path), [], resume=resume, script=str(REPO_ROOT / "jobs" / "train.py"))
-        if kind == "torchrun":
-            argv = torchrun.torchrun_argv(np, command[1:], master_port=torchrun.free_port())
-        else:
-            script = horovod.write_discovery_script(Path(tmp) / "discover-hosts.sh", horovod.local_discovery_hosts(np))
-            horovodrun = str(Path(sys.executable).parent / "horovodrun")
-            argv = horovod.elastic_horovodrun_argv(cfg.dist.min_np, np, str(script), command, network_interface="lo", horovodrun=horovodrun)
-        if kind == "elastic":  # both "hosts" are this machine: share its cores
-            from pipeline.dist.base import THREADS_VARIABLE, available_cores
-
-            env[THREADS_VARIABLE] = str(max(1, available_cores() // np))
-        run_dir = run_launcher(argv, f"{kind} ({np} ranks)", env=env)
-    return {"run_dir": run_dir, "report": json.loads(storage.read_text(storage.join(run_dir, "report.json"))), "is_root": True}
-
-
 def cmd_train(args) -> int:
     cfg = load(args)
-    result = run_train(cfg, args.np, args.launcher, resume=args.resume)
+    result = run_train(cfg, args.np, args.launcher, resume=args.resume, hosts=args.hosts, source=(args.config, args.overrides))
     print(result["run_dir"])
     return 0
 

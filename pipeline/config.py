@@ -334,6 +334,9 @@ class DistConfig:
         commit_every_steps: elastic mode: steps between in-memory commits (the most a
             lost worker can cost).
         min_np: elastic mode: fewest ranks the job continues with (default 1).
+        network_interface: the interface ranks talk over (``eth0``, ``ib0``, ...); None:
+            the launcher detects it (Spark launcher: the interface that routes to the
+            Spark master).
     """
 
     engine: str = "horovod"
@@ -342,6 +345,7 @@ class DistConfig:
     timeout_s: int = 300
     commit_every_steps: int = 20
     min_np: int = 1
+    network_interface: Optional[str] = None
 
 
 @dataclass
@@ -384,15 +388,31 @@ CHOICES = {
 
 
 
+INLINE_PREFIX = "yaml+base64:"
+
+
+def inline_config(path: str | Path) -> str:
+    """The config file's text as one ``--config`` argument (``yaml+base64:...``), for a
+    driver that runs on another machine (spark-submit cluster deploy mode)."""
+    import base64
+
+    return INLINE_PREFIX + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load ``path`` (YAML) over the dataclass defaults, then apply ``a.b=c`` overrides.
+    """Load ``path`` (a YAML file, or a config inlined by :func:`inline_config`) over the
+    dataclass defaults, then apply ``a.b=c`` overrides.
 
     Raises:
         ConfigError: missing file, unknown key, wrong type, or a value outside its choices.
     """
     base = OmegaConf.structured(Config)
     layers = []
-    if path is not None:
+    if path is not None and str(path).startswith(INLINE_PREFIX):
+        import base64
+
+        layers.append(("the inline config", OmegaConf.create(base64.b64decode(str(path)[len(INLINE_PREFIX):]).decode("utf-8"))))
+    elif path is not None:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")

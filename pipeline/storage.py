@@ -218,8 +218,10 @@ _UNREACHABLE = ("NETWORK_CONNECTION", "curlCode", "Connection refused", "Could n
 
 
 @contextlib.contextmanager
-def _translated(location: str, action: str) -> Iterator[None]:
-    """Turn a filesystem error into one line naming the location, the store and the fix.
+def translated(location: str, action: str) -> Iterator[None]:
+    """Turn a filesystem error into one line naming the location, the store and the fix
+    (for code that streams through a file this module opened: its reads and writes fail
+    outside this module's own calls).
 
     FileNotFoundError passes through: callers decide what a missing file means.
     """
@@ -253,7 +255,7 @@ def _translated(location: str, action: str) -> Iterator[None]:
 def info(location: str) -> pafs.FileInfo:
     """pyarrow's FileInfo for ``location`` (type NotFound when absent)."""
     fs, path = resolve(location)
-    with _translated(location, "look it up"):
+    with translated(location, "look it up"):
         return fs.get_file_info(path)
 
 
@@ -276,7 +278,7 @@ def sizes(locations: list[str]) -> list[int | None]:
         return []
     fs, _ = resolve(locations[0])
     paths = [resolve(loc)[1] for loc in locations]
-    with _translated(locations[0], "look up its files"):
+    with translated(locations[0], "look up its files"):
         infos = fs.get_file_info(paths)
     return [i.size if i.type == pafs.FileType.File else None for i in infos]
 
@@ -289,7 +291,7 @@ def list_files(location: str, recursive: bool = True, hidden: bool = True) -> li
     """
     fs, path = resolve(location)
     selector = pafs.FileSelector(path, recursive=recursive, allow_not_found=True)
-    with _translated(location, "list it"):
+    with translated(location, "list it"):
         found = fs.get_file_info(selector)
     out = []
     for item in found:
@@ -305,7 +307,7 @@ def list_files(location: str, recursive: bool = True, hidden: bool = True) -> li
 def list_dirs(location: str) -> list[str]:
     """Immediate subdirectories (prefixes) of ``location``, sorted; [] when absent."""
     fs, path = resolve(location)
-    with _translated(location, "list it"):
+    with translated(location, "list it"):
         found = fs.get_file_info(pafs.FileSelector(path, recursive=False, allow_not_found=True))
     return sorted(_to_location(location, path, i.path) for i in found if i.type == pafs.FileType.Directory)
 
@@ -358,13 +360,13 @@ def open_input(location: str):
     """A random-access file (pyarrow NativeFile) for ``location``: ranged reads on object
     stores."""
     fs, path = resolve(location)
-    with _translated(location, "open it"):
+    with translated(location, "open it"):
         return fs.open_input_file(path)
 
 
 def read_bytes(location: str) -> bytes:
     fs, path = resolve(location)
-    with _translated(location, "read it"), fs.open_input_stream(path) as f:
+    with translated(location, "read it"), fs.open_input_stream(path) as f:
         return f.read()
 
 
@@ -376,7 +378,7 @@ def sha256(location: str, chunk: int = _COPY_CHUNK) -> str:
     """Hex sha256 of the object's bytes, streamed."""
     digest = hashlib.sha256()
     fs, path = resolve(location)
-    with _translated(location, "read it"), fs.open_input_stream(path) as f:
+    with translated(location, "read it"), fs.open_input_stream(path) as f:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
@@ -386,7 +388,7 @@ def download(location: str, local_path: str, chunk: int = _COPY_CHUNK) -> str:
     """Copy ``location`` to the local file ``local_path``; returns the copy's sha256."""
     digest = hashlib.sha256()
     fs, path = resolve(location)
-    with _translated(location, "download it"), fs.open_input_stream(path) as src, open(local_path, "wb") as dst:
+    with translated(location, "download it"), fs.open_input_stream(path) as src, open(local_path, "wb") as dst:
         while block := src.read(chunk):
             digest.update(block)
             dst.write(block)
@@ -409,17 +411,17 @@ def open_output(location: str) -> Iterator[BinaryIO]:
     fs, path = resolve(location)
     if fs is _local():
         folder = os.path.dirname(path)
-        with _translated(location, "create its directory"):
+        with translated(location, "create its directory"):
             os.makedirs(folder, exist_ok=True)
         tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:12]}")
-        with _translated(location, "write it"):
+        with translated(location, "write it"):
             f = open(tmp, "wb")
         try:
             yield f
             f.flush()
             os.fsync(f.fileno())
             f.close()
-            with _translated(location, "write it"):
+            with translated(location, "write it"):
                 os.replace(tmp, path)
             fsync_dir(folder)
         except BaseException:
@@ -431,7 +433,7 @@ def open_output(location: str) -> Iterator[BinaryIO]:
     with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
         yield spool
         spool.seek(0)
-        with _translated(location, "write it"):
+        with translated(location, "write it"):
             # The upload becomes visible only when close() completes it; a process killed
             # before then leaves nothing (an unfinished multipart upload at most).
             out = fs.open_output_stream(path)
@@ -447,7 +449,7 @@ def open_stream(location: str):
     names nothing else refers to (a task attempt's own staging file).
     """
     fs, path = resolve(location)
-    with _translated(location, "write it"):
+    with translated(location, "write it"):
         if fs is _local():
             os.makedirs(os.path.dirname(path), exist_ok=True)
         return fs.open_output_stream(path)
@@ -483,7 +485,7 @@ def move(src: str, dst: str) -> None:
     """Move one file: an atomic rename locally, copy + delete on object stores."""
     fs, src_path = resolve(src)
     _, dst_path = resolve(dst)
-    with _translated(src, f"move it to {redact(dst)}"):
+    with translated(src, f"move it to {redact(dst)}"):
         if fs is _local():
             os.makedirs(os.path.dirname(dst_path), exist_ok=True)
             os.replace(src_path, dst_path)
@@ -508,7 +510,7 @@ def move_all(pairs: list[tuple[str, str]], threads: int = 8) -> None:
 def delete(location: str) -> None:
     """Remove one file; missing is fine."""
     fs, path = resolve(location)
-    with contextlib.suppress(FileNotFoundError), _translated(location, "delete it"):
+    with contextlib.suppress(FileNotFoundError), translated(location, "delete it"):
         fs.delete_file(path)
 
 
@@ -518,5 +520,5 @@ def delete_dir(location: str) -> None:
     if fs is _local():
         shutil.rmtree(path, ignore_errors=True)
         return
-    with contextlib.suppress(FileNotFoundError), _translated(location, "delete it"):
+    with contextlib.suppress(FileNotFoundError), translated(location, "delete it"):
         fs.delete_dir(path)

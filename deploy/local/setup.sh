@@ -45,6 +45,27 @@ check_java() {
     fi
 }
 
+# System packages the tests' multi-host rig needs: iproute2 (ip netns), util-linux
+# (unshare), openssh-server (horovodrun over ssh between the rig's hosts).
+SYSTEM_PACKAGES=(iproute2 util-linux openssh-server openssh-client)
+SYSTEM_COMMANDS=(ip unshare /usr/sbin/sshd ssh)
+
+check_system_packages() {
+    local missing=() i
+    for i in "${!SYSTEM_COMMANDS[@]}"; do
+        command -v "${SYSTEM_COMMANDS[$i]}" >/dev/null 2>&1 || missing+=("${SYSTEM_PACKAGES[$i]}")
+    done
+    ((${#missing[@]})) || return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "installing ${missing[*]} with apt-get (the multi-host test rig needs them)"
+        if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }; then
+            die "apt-get could not install ${missing[*]}"
+        fi
+    else
+        say "WARNING: ${missing[*]} missing and not root with apt-get: the multihost tests will fail; install them"
+    fi
+}
+
 setup_inputs_hash() {
     cat pyproject.toml deploy/local/setup.sh | sha256sum | cut -c1-16
 }
@@ -55,6 +76,7 @@ up_to_date() {
 }
 
 check_java
+check_system_packages
 if up_to_date; then
     say "up to date ($VENV)"
     exit 0

@@ -16,6 +16,11 @@
 #
 # `start` prints the master URL on its last line; `stop` stops exactly the processes it
 # started (by pid file) and nothing else.
+#
+# The cluster authenticates (spark.authenticate, a secret generated at start): drivers must
+# use its configuration, `export SPARK_CONF_DIR=$SPARK_CLUSTER_DIR/conf` (the file also
+# names the master and turns on event logs in $SPARK_CLUSTER_DIR/events, where every
+# task's executor and host is recorded).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -72,7 +77,8 @@ start() {
   mkdir -p "$DIR/logs"
   alive "$DIR/master.pid" && die "a master started from $DIR is already running (pid $(cat "$DIR/master.pid")); stop it first"
   port_open "$PORT" && die "port $PORT is taken by another process; set SPARK_MASTER_PORT"
-  export SPARK_LOCAL_IP=$HOST SPARK_MASTER_HOST=$HOST PYSPARK_PYTHON="${PYSPARK_PYTHON:-$PYTHON}"
+  write_conf
+  export SPARK_LOCAL_IP=$HOST SPARK_MASTER_HOST=$HOST PYSPARK_PYTHON="${PYSPARK_PYTHON:-$PYTHON}" SPARK_CONF_DIR="$DIR/conf"
   nohup "$class" org.apache.spark.deploy.master.Master --host "$HOST" --port "$PORT" --webui-port "$UI" \
     >"$DIR/logs/master.log" 2>&1 &
   echo $! >"$DIR/master.pid"
@@ -84,8 +90,26 @@ start() {
     echo $! >"$DIR/worker-$i.pid"
   done
   wait_for 90 "$WORKERS workers to register" workers_registered
-  echo "spark-cluster: master $URL (UI http://$HOST:$UI), $WORKERS workers x $CORES cores, logs in $DIR/logs"
+  echo "spark-cluster: master $URL (UI http://$HOST:$UI), $WORKERS workers x $CORES cores, logs in $DIR/logs; drivers: export SPARK_CONF_DIR=$DIR/conf"
   echo "$URL"
+}
+
+write_conf() {
+  local secret
+  secret="$("$PYTHON" -c 'import secrets; print(secrets.token_hex(24))')"
+  mkdir -p "$DIR/conf" "$DIR/events"
+  (
+    umask 077
+    cat >"$DIR/conf/spark-defaults.conf" <<EOF
+spark.master                 $URL
+spark.authenticate           true
+spark.authenticate.secret    $secret
+spark.eventLog.enabled       true
+spark.eventLog.dir           file://$DIR/events
+spark.eventLog.compress      false
+spark.eventLog.rolling.enabled false
+EOF
+  )
 }
 
 stop() {

@@ -61,13 +61,15 @@ class GroupFetcher:
 
     def _load(self, g: int):
         group = self.order[g]
-        source = self._source(group.shard)
-        if self._pool is not None:  # one ParquetFile per read: readers are not shared between threads
-            # pre_buffer: the group's column chunks come in a few coalesced ranged reads.
-            source = pq.ParquetFile(source, metadata=self.footers[group.shard], pre_buffer=True)
-        # use_threads=False: this already runs beside the training threads, and Arrow's
-        # pool would compete with them for the same cores.
-        return self.decode(source.read_row_group(group.index, columns=self.columns, use_threads=False))
+        with storage.translated(self.locations[group.shard], "read it"):
+            source = self._source(group.shard)
+            if self._pool is not None:  # one ParquetFile per read: readers are not shared between threads
+                # pre_buffer: the group's column chunks come in a few coalesced ranged reads.
+                source = pq.ParquetFile(source, metadata=self.footers[group.shard], pre_buffer=True)
+            # use_threads=False: this already runs beside the training threads, and Arrow's
+            # pool would compete with them for the same cores.
+            table = source.read_row_group(group.index, columns=self.columns, use_threads=False)
+        return self.decode(table)
 
     def hint(self, upcoming: Iterable[int], held: set[int]) -> None:
         """Start fetching the first groups of ``upcoming`` (in the order they will be

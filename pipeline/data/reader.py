@@ -218,12 +218,11 @@ class ShardReader(torch.utils.data.IterableDataset):
         groups of the next chunks are fetched ahead (see :mod:`pipeline.data.groups`).
         """
         locations = [storage.join(self.version_dir, shard["path"]) for shard in self.shards]
-        open_local = None
-        if self.cache is not None:
-            def open_local(i: int) -> str:
-                return self.cache.local_copy(locations[i], self.shards[i]["sha256"], self.shards[i]["bytes"])
+        def open_local(i: int) -> str:
+            return self.cache.local_copy(locations[i], self.shards[i]["sha256"], self.shards[i]["bytes"])
+
         fetcher = GroupFetcher(locations, self._footers, stream.order, feature_columns(self.features) + [LABEL_COLUMN, ROW_ID_COLUMN],
-                               self._decode, self.readahead, open_local)
+                               self._decode, self.readahead, open_local if self.cache is not None else None)
         held: dict[int, dict] = {}
         try:
             for (gi, offsets, needed), upcoming in _with_lookahead(_located(stream, spans), fetcher.readahead):

@@ -5,6 +5,8 @@ it and reads rank and world size from it, never from the environment.
 """
 from __future__ import annotations
 
+import os
+
 from pipeline.config import DistConfig
 from pipeline.dist.base import Collective, DisagreementError, available_cores, pin_threads
 
@@ -18,6 +20,8 @@ def make_collective(cfg: DistConfig) -> Collective:
     if cfg.engine == "torch":
         from pipeline.dist.torch_backend import TorchCollective
 
+        if cfg.network_interface:  # Gloo's own setting; an explicit environment wins
+            os.environ.setdefault("GLOO_SOCKET_IFNAME", cfg.network_interface)
         return TorchCollective(timeout_s=cfg.timeout_s)
     if cfg.engine == "single":
         return Collective()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from typing import Any, Callable
 
@@ -9,11 +10,56 @@ import torch
 
 
 def available_cores() -> int:
-    """CPU cores this process may run on."""
+    """CPU cores this process may use: its affinity mask, capped by its cgroup's CPU quota
+    (Kubernetes and YARN limit containers by quota, which the affinity mask does not show)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    return max(1, min(cores, math.floor(quota))) if quota is not None else cores
+
+
+def cgroup_cpu_quota(root: str = "/sys/fs/cgroup", proc_cgroup: str = "/proc/self/cgroup") -> float | None:
+    """CPUs this process's cgroup may use (quota / period), or None when unlimited.
+
+    cgroup v2: ``cpu.max`` ("max 100000" or "200000 100000") in the process's own cgroup
+    directory; cgroup v1: ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (-1: unlimited).
+    """
+    try:
+        lines = open(proc_cgroup).read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        hierarchy, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if hierarchy == "0" and controllers == "":  # v2 unified hierarchy
+            for folder in _ancestors(os.path.join(root, path.lstrip("/")), root):
+                try:
+                    quota, period = open(os.path.join(folder, "cpu.max")).read().split()
+                except (OSError, ValueError):
+                    continue
+                return None if quota == "max" else int(quota) / int(period)
+        elif "cpu" in controllers.split(","):
+            for base in (os.path.join(root, controllers), os.path.join(root, "cpu")):
+                for folder in _ancestors(os.path.join(base, path.lstrip("/")), base):
+                    try:
+                        quota = int(open(os.path.join(folder, "cpu.cfs_quota_us")).read())
+                        period = int(open(os.path.join(folder, "cpu.cfs_period_us")).read())
+                    except (OSError, ValueError):
+                        continue
+                    return None if quota <= 0 else quota / period
+    return None
+
+
+def _ancestors(folder: str, top: str):
+    """``folder`` then its parents up to ``top`` (a container sees its own cgroup mounted
+    at the root, so the path /proc names may not exist below it)."""
+    folder, top = os.path.normpath(folder), os.path.normpath(top)
+    while folder.startswith(top):
+        yield folder
+        if folder == top:
+            return
+        folder = os.path.dirname(folder)
 
 
 THREADS_VARIABLE = "PIPELINE_THREADS_PER_RANK"

@@ -79,6 +79,7 @@ def run_local(cfg: Config, np: int, resume: bool = False) -> dict:
     """
     import os
 
+    from pipeline.launch.network import bind_horovod_rendezvous
     from pipeline.launch.secrets import environ_replaced, secrets_in_file
     from pipeline.train.worker import train_rank
 
@@ -86,9 +87,10 @@ def run_local(cfg: Config, np: int, resume: bool = False) -> dict:
         from horovod.runner import run as horovod_run
     except ImportError as err:
         raise LaunchError("Horovod is not installed: run `make setup`, or use --np 1 with dist.engine=single") from err
+    bind_horovod_rendezvous("127.0.0.1")  # every rank is on this machine
     try:
         with secrets_in_file(os.environ) as env, environ_replaced(env):
-            results = horovod_run(train_rank, args=(to_dict(cfg), resume), **horovod_run_kwargs(np))
+            results = horovod_run(train_rank, args=(to_dict(cfg), resume), **horovod_run_kwargs(np, network_interface="lo"))
     except RuntimeError as err:
         raise LaunchError(f"training on {np} Horovod ranks failed: {err} (each rank's log lines are above, prefixed [rank N])") from err
     return results[0]

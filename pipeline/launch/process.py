@@ -2,12 +2,12 @@
 tail for the error message, and find the run directory rank 0 printed last."""
 from __future__ import annotations
 
-import collections
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 from pipeline import storage
 from pipeline.launch.horovod import LaunchError
@@ -16,26 +16,28 @@ from pipeline.launch.horovod import LaunchError
 _PREFIX = re.compile(r"^\[[\d,]+\]<std(?:out|err)>:")
 
 
-def run_launcher(argv: list[str], what: str, cwd: str | Path | None = None, env: dict | None = None, tail_lines: int = 60) -> str:
-    """Run ``argv``, echoing its output; return the run directory it reported.
+def run_launcher(argv: list[str], what: str, cwd: str | Path | None = None, env: dict | None = None,
+                 diagnose: Callable[[], str] | None = None) -> str:
+    """Run ``argv``, echoing its output (the ranks' own error lines among it); return the
+    run directory it reported.
 
     Raises:
-        LaunchError: non-zero exit (with the tail of the output), or no run directory printed.
+        LaunchError: one line: non-zero exit (with what ``diagnose()`` finds, e.g. a lost
+            host), or no run directory printed.
     """
-    tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
     run_dir = None
     with subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
         for line in proc.stdout:
             sys.stdout.write(line)
-            tail.append(line)
             candidate = _PREFIX.sub("", line).strip()
             if _looks_like_run_dir(candidate):
                 run_dir = candidate
         code = proc.wait()
     if code != 0:
-        raise LaunchError(f"{what} exited with status {code}; last lines:\n{''.join(tail)}")
+        cause = diagnose() if diagnose is not None else ""
+        raise LaunchError(f"{what} exited with status {code}{': ' + cause if cause else ''}; the ranks' output is above")
     if run_dir is None:
-        raise LaunchError(f"{what} finished but printed no run directory; last lines:\n{''.join(tail)}")
+        raise LaunchError(f"{what} finished but printed no run directory; its output is above")
     return run_dir
 
 

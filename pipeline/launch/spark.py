@@ -11,9 +11,11 @@ from __future__ import annotations
 import collections
 import io
 import sys
+from urllib.parse import urlsplit
 
 from pipeline.config import Config, to_dict, with_absolute_locations
 from pipeline.launch.horovod import LaunchError
+from pipeline.launch.network import bind_horovod_rendezvous, interface_address, interface_towards
 
 
 class TailStream(io.TextIOBase):
@@ -36,6 +38,22 @@ def shipped_config(cfg: Config) -> dict:
     return to_dict(with_absolute_locations(cfg))
 
 
+def rank_interfaces(cfg: Config) -> list[str] | None:
+    """The interface ranks talk over: ``dist.network_interface``; else loopback in local
+    mode; else the one this driver uses to reach a standalone master (executors sit on the
+    same network); else None (Horovod's own choice)."""
+    if cfg.dist.network_interface:
+        return [cfg.dist.network_interface]
+    from pyspark import SparkContext
+
+    master = SparkContext.getOrCreate().master
+    if master.startswith("local"):
+        return ["lo"]
+    host = urlsplit(master).hostname if master.startswith("spark://") else None
+    found = interface_towards(host) if host else None
+    return [found] if found else None
+
+
 def run_on_spark(cfg: Config, np: int, resume: bool = False, start_timeout: int = 120) -> dict:
     """Train on ``np`` Horovod ranks inside the active Spark application; rank 0's result.
 
@@ -50,10 +68,14 @@ def run_on_spark(cfg: Config, np: int, resume: bool = False, start_timeout: int 
     from pipeline.train.worker import train_rank
 
     out, err = TailStream(sys.stdout), TailStream(sys.stderr)
+    nics = rank_interfaces(cfg)
+    address = interface_address(nics[0]) if nics else None
+    if address:
+        bind_horovod_rendezvous(address)
     try:
         results = horovod.spark.run(
             train_rank, args=(shipped_config(cfg), resume), num_proc=np, use_gloo=True,
-            start_timeout=start_timeout, stdout=out, stderr=err, verbose=1,
+            start_timeout=start_timeout, stdout=out, stderr=err, verbose=1, nics=nics,
         )
     except Exception as error:  # noqa: BLE001 -- Spark wraps the rank's exception; report it with the tail
         tail = "\n".join([*out.tail, *err.tail][-40:])

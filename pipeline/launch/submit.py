@@ -19,6 +19,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.config import INLINE_PREFIX, inline_config
+
 REPO = Path(__file__).resolve().parents[2]
 JOBS = {"preprocess": "jobs/preprocess.py", "train": "jobs/train_on_spark.py", "score": "jobs/score.py"}
 ENV_ALIAS = "environment"
@@ -68,6 +70,8 @@ def spark_submit_argv(job: str, job_args: list[str], opts: SubmitOptions) -> lis
         raise ValueError(f"unknown job {job!r}; choose one of {', '.join(JOBS)}")
     kind = master_kind(opts.master)
     mode = opts.deploy_mode or ("cluster" if kind in ("yarn", "kubernetes") else "client")
+    if mode == "cluster":
+        job_args = shipped_job_args(job_args)
     argv = [opts.spark_submit, "--master", opts.master, "--deploy-mode", mode, "--name", f"pipeline-{job}"]
     conf = {"spark.sql.execution.arrow.pyspark.enabled": "true"}
     if kind == "kubernetes":
@@ -98,6 +102,16 @@ def spark_submit_argv(job: str, job_args: list[str], opts: SubmitOptions) -> lis
     for key, value in {**conf, **opts.conf}.items():
         argv += ["--conf", f"{key}={value}"]
     return argv + [script, *job_args]
+
+
+def shipped_job_args(job_args: list[str]) -> list[str]:
+    """In cluster deploy mode the driver runs on a cluster machine that lacks this one's
+    files: the experiment file named by ``--config`` travels inline in the argument."""
+    out = list(job_args)
+    for i, arg in enumerate(out[:-1]):
+        if arg == "--config" and not out[i + 1].startswith(INLINE_PREFIX) and Path(out[i + 1]).is_file():
+            out[i + 1] = inline_config(out[i + 1])
+    return out
 
 
 def zip_project(out: Path) -> Path:

@@ -61,10 +61,20 @@ def prepare(cfg: Config, spark) -> PrepareResult:
         manifest = _build(cfg, spark, staging, name, fp, code, files)
         write_manifest(version_dir, manifest)  # the commit: the version exists from here on
     except BaseException:
-        storage.delete_dir(version_dir)
+        discard_unfinished(version_dir)
         raise
     publish.point_latest(ddir, version_dir)
     return PrepareResult(version_dir, True, manifest)
+
+
+def discard_unfinished(location: str) -> None:
+    """Remove what a failed run wrote; if the store itself is what failed, leave it (it
+    has no manifest, so nothing reads it, and the next run removes it) and keep the
+    original error."""
+    try:
+        storage.delete_dir(location)
+    except storage.StorageError as err:
+        log.warning("could not remove the unfinished %s (%s); the next run removes it", location, err)
 
 
 def _build(cfg: Config, spark, staging: output.Staging, name: str, fp: str, code: str, files: list[storage.Entry]) -> dict:

@@ -89,29 +89,31 @@ def write_partition(batches, *, staging: str, rel_dir: str, row_group_rows: int,
         rest = table.slice(rows)
         pending, pending_rows = rest.to_batches(), rest.num_rows
 
-    try:
-        for batch in batches:
-            if batch.num_rows == 0:
-                continue
-            if convert is not None:
-                batch = convert(batch)
-            if tally is not None:
-                counts.update(tally(batch))
-            if writer is None:
-                sink = _HashingSink(storage.open_stream(storage.join(staging, staged)))
-                writer = pq.ParquetWriter(sink, schema or batch.schema, compression=None if compression == "none" else compression,
-                                          write_page_checksum=True)
-            pending.append(batch)
-            pending_rows += batch.num_rows
-            if pending_rows >= row_group_rows:
-                flush((pending_rows // row_group_rows) * row_group_rows)
-        if pending_rows:
-            flush(pending_rows)
-    finally:
-        if writer is not None:
-            writer.close()
-        if sink is not None:
-            sink.close()
+    location = storage.join(staging, staged)
+    with storage.translated(location, "write it"):
+        try:
+            for batch in batches:
+                if batch.num_rows == 0:
+                    continue
+                if convert is not None:
+                    batch = convert(batch)
+                if tally is not None:
+                    counts.update(tally(batch))
+                if writer is None:
+                    sink = _HashingSink(storage.open_stream(location))
+                    writer = pq.ParquetWriter(sink, schema or batch.schema, compression=None if compression == "none" else compression,
+                                              write_page_checksum=True)
+                pending.append(batch)
+                pending_rows += batch.num_rows
+                if pending_rows >= row_group_rows:
+                    flush((pending_rows // row_group_rows) * row_group_rows)
+            if pending_rows:
+                flush(pending_rows)
+        finally:
+            if writer is not None:
+                writer.close()
+            if sink is not None:
+                sink.close()
     if writer is None:
         return
     meta = writer.writer.metadata

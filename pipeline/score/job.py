@@ -73,8 +73,10 @@ def score(cfg: Config, spark, model_path: str, input_path: str, output: str, bat
         metrics.update(model=model_path, input=input_path)
         storage.write_text(storage.join(output, METRICS_NAME), json.dumps(metrics, indent=2) + "\n")  # the commit
     except BaseException:
+        from pipeline.prep.job import discard_unfinished
+
         for part in _OUTPUT_PARTS:
-            storage.delete_dir(storage.join(output, part))
+            discard_unfinished(storage.join(output, part))
         raise
     return ScoreResult(output, metrics)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import socket
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -168,7 +169,8 @@ class Trainer:
         else:
             progress = self._train(progress)
         test = self._evaluate("test", prefix="test_")
-        report = self._report(progress, test, resumed_from)
+        hosts = coll.allgather_object(socket.gethostname())  # collective: where each rank ran
+        report = self._report(progress, test, resumed_from, hosts)
         if coll.is_root:
             rd.atomic_torch_save(rd.model_bundle(self.model, cfg, self.manifest), storage.join(self.run_dir, "model.pt"))
             rd.write_report(self.run_dir, report)
@@ -364,7 +366,7 @@ class Trainer:
                      progress.epoch + 1, progress.global_step, meta["world_size"], coll.size)
         return progress, meta["path"]
 
-    def _report(self, st: Progress, test: dict, resumed_from: str | None) -> dict:
+    def _report(self, st: Progress, test: dict, resumed_from: str | None, hosts: list[str]) -> dict:
         history = st.history
         train_time = sum(h["epoch_seconds"] for h in history)
         return {
@@ -373,6 +375,7 @@ class Trainer:
             "test_samples": test["test_samples"],
             "val_accuracy": history[-1]["val_accuracy"] if history else math.nan,
             "world_size": self.coll.size,
+            "hosts": hosts,  # by rank
             "engine": self.coll.engine,
             "threads_per_rank": self.coll.threads,
             "epochs": len(history),

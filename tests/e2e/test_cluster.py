@@ -1,11 +1,14 @@
 """Cluster mode for real: a Spark standalone master + 2 workers (1 core each) on 127.0.0.1
 started by deploy/local/spark-cluster.sh; preprocess, train inside Spark (2 Horovod ranks,
-one per worker) and score, all with spark-submit; then the cluster is stopped. Also
+one per worker) and score, all with spark-submit; then the cluster is stopped. The
+master's JSON, the workers' JSON and the driver's event log show that the applications
+registered and their tasks ran in executors on both workers, not in the driver. Also
 ``train --launcher spark`` in local[2], and a rank failure surfacing on the driver."""
 import json
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -27,7 +30,8 @@ def run(argv, env=None, timeout=900, ok=True):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    env = {**os.environ, "SPARK_CLUSTER_DIR": str(tmp_path_factory.mktemp("cluster")), "SPARK_MASTER_PORT": str(free_port()),
+    directory = tmp_path_factory.mktemp("cluster")
+    env = {**os.environ, "SPARK_CLUSTER_DIR": str(directory), "SPARK_CONF_DIR": str(directory / "conf"), "SPARK_MASTER_PORT": str(free_port()),
            "SPARK_MASTER_UI": str(free_port()), "SPARK_WORKER_UI": str(free_port()), "SPARK_WORKERS": "2",
            "SPARK_WORKER_CORES": "1", "SPARK_WORKER_MEM": "1g", "PYTHON": sys.executable,
            "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
@@ -45,12 +49,26 @@ def cluster(tmp_path_factory):
             assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
 
 
+def get_json(port: str) -> dict:
+    return json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/", timeout=5))
+
+
 def test_preprocess_train_and_score_on_a_standalone_cluster(cluster, tmp_path):
     url, env = cluster
-    submit = [str(BIN / "spark-submit"), "--master", url, "--conf", "spark.ui.enabled=false"]
+    # The master comes from the cluster's spark-defaults.conf (SPARK_CONF_DIR), as on a real cluster.
+    submit = [str(BIN / "spark-submit"), "--conf", "spark.ui.enabled=false"]
     data = [f"data.root={tmp_path / 'data'}", f"data.source.path={DIGITS_CSV}"]
     version = run([*submit, "jobs/preprocess.py", "--config", str(DIGITS_CONF), *data], env=env).stdout.strip().splitlines()[-1]
     assert (Path(version) / "manifest.json").is_file()
+    apps = get_json(env["SPARK_MASTER_UI"])["completedapps"]
+    assert [a["name"] for a in apps] == ["prepare:digits_cnn"], apps
+    app_id = apps[0]["id"]
+    events = [json.loads(line) for line in (Path(env["SPARK_CLUSTER_DIR"]) / "events" / app_id).read_text().splitlines()]
+    executors = {e["Task Info"]["Executor ID"] for e in events if e["Event"] == "SparkListenerTaskEnd"}
+    assert executors and "driver" not in executors, executors
+    for i in (1, 2):  # each worker ran an executor of the application
+        worker = get_json(str(int(env["SPARK_WORKER_UI"]) + i - 1))
+        assert app_id in {x["appid"] for x in worker["finishedexecutors"] + worker["executors"]}, worker
     out = run([*submit, "jobs/train_on_spark.py", "--config", str(DIGITS_CONF), "--np", "2", *data,
                f"run.root={tmp_path / 'runs'}", "run.name=cluster", "train.epochs=5"], env=env).stdout
     run_dir = Path(out.strip().splitlines()[-1])

@@ -12,7 +12,7 @@ import yaml
 
 from pipeline.launch.submit import REPO, SubmitOptions, spark_submit_argv
 
-SCRIPTS = [REPO / p for p in ("deploy/local/setup.sh", "deploy/local/spark-cluster.sh", "deploy/spark/submit.sh",
+SCRIPTS = [REPO / p for p in ("deploy/local/setup.sh", "deploy/local/spark-cluster.sh", "deploy/local/multihost.sh", "deploy/spark/submit.sh",
                               "deploy/slurm/train.sbatch", "deploy/k8s/spark-submit-k8s.sh")]
 
 
@@ -49,6 +49,18 @@ def test_spark_submit_commands_per_master():
         spark_submit_argv("score", [], SubmitOptions(master="mesos://x"))
 
 
+def test_cluster_deploy_mode_ships_the_config_inline():
+    from pipeline.config import load_config
+
+    conf = str(REPO / "conf" / "digits_cnn.yaml")
+    yarn = spark_submit_argv("preprocess", ["--config", conf, "train.epochs=3"], SubmitOptions(master="yarn"))
+    shipped = yarn[yarn.index("--config") + 1]
+    assert shipped.startswith("yaml+base64:") and conf not in " ".join(yarn)  # the driver elsewhere has no such file
+    assert load_config(shipped, ["train.epochs=3"]) == load_config(conf, ["train.epochs=3"])
+    client = spark_submit_argv("preprocess", ["--config", conf], SubmitOptions(master="spark://h:7077"))
+    assert client[client.index("--config") + 1] == conf  # client mode: the driver runs here and reads the file
+
+
 def dry_run(*args: str, env: dict | None = None) -> list[list[str]]:
     proc = subprocess.run([str(REPO / "deploy/spark/submit.sh"), "--dry-run", *args], capture_output=True, text=True,
                           env={**os.environ, "PYTHON": sys.executable, **(env or {})})
@@ -63,7 +75,9 @@ def dry_run(*args: str, env: dict | None = None) -> list[list[str]]:
 ])
 def test_submit_dry_run_prints_the_full_command(master, expect):
     (argv,) = dry_run("--master", master, *(["--pack-env"] if master == "yarn" else []), "train", "--", "--config", "conf/digits_cnn.yaml", "--np", "2")
-    assert argv[argv.index("--master") + 1] == master and argv[-4:] == ["--config", "conf/digits_cnn.yaml", "--np", "2"]
+    shipped = "yaml+base64:" if master == "yarn" else "conf/digits_cnn.yaml"  # yarn: cluster mode, config inline
+    assert argv[argv.index("--master") + 1] == master and argv[-4] == "--config" and argv[-3].startswith(shipped)
+    assert argv[-2:] == ["--np", "2"]
     assert argv[-5].endswith("jobs/train_on_spark.py")
     for flag in expect:
         assert flag in argv

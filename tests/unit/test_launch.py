@@ -26,11 +26,16 @@ def test_torchrun_argv_is_a_pure_function_of_its_inputs():
     from pipeline.launch.torchrun import torchrun_argv
 
     assert torchrun_argv(2, ["jobs/train.py", "--config", "c.yaml"], master_port=29511, python="py") == [
-        "py", "-m", "torch.distributed.run", "--nnodes", "1", "--node-rank", "0", "--nproc-per-node", "2",
+        "py", "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2", "--node-rank", "0",
         "--master-addr", "127.0.0.1", "--master-port", "29511", "jobs/train.py", "--config", "c.yaml",
     ]
     argv = torchrun_argv(4, ["x"], master_addr="node1", nnodes=2, node_rank=1, python="py")
     assert argv[argv.index("--nnodes") + 1] == "2" and argv[argv.index("--master-addr") + 1] == "node1"
+    # Across hosts: the same command on every node, meeting at the c10d rendezvous.
+    assert torchrun_argv(1, ["x"], master_addr="n1", master_port=29400, nnodes=2, python="py", rdzv_id="job7") == [
+        "py", "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+        "--rdzv-backend", "c10d", "--rdzv-endpoint", "n1:29400", "--rdzv-id", "job7", "x",
+    ]
 
 
 def test_elastic_horovodrun_argv_and_local_discovery(tmp_path):
@@ -96,3 +101,40 @@ def test_overrides_stand_anywhere_on_the_command_line():
     assert args.resume and args.overrides == ["x.y=3"]
     with pytest.raises(SystemExit):
         parse_with_overrides(build_parser(), ["train", "--config", "c.yaml", "--bogus"])
+
+
+def test_cpu_quotas_of_cgroup_v1_and_v2_cap_the_thread_count(tmp_path):
+    from pipeline.dist.base import cgroup_cpu_quota
+
+    v2 = tmp_path / "v2"
+    (v2 / "kubepods" / "pod1").mkdir(parents=True)
+    (v2 / "kubepods" / "pod1" / "cpu.max").write_text("150000 100000\n")
+    (tmp_path / "cg2").write_text("0::/kubepods/pod1\n")
+    assert cgroup_cpu_quota(str(v2), str(tmp_path / "cg2")) == 1.5
+    (v2 / "kubepods" / "pod1" / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_quota(str(v2), str(tmp_path / "cg2")) is None
+    v1 = tmp_path / "v1" / "cpu,cpuacct"
+    v1.mkdir(parents=True)  # the container's own cgroup mounted at the root: /proc names a path below that is absent
+    (v1 / "cpu.cfs_quota_us").write_text("200000\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    (tmp_path / "cg1").write_text("4:memory:/x\n3:cpu,cpuacct:/yarn/container_01\n")
+    assert cgroup_cpu_quota(str(tmp_path / "v1"), str(tmp_path / "cg1")) == 2.0
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cgroup_cpu_quota(str(tmp_path / "v1"), str(tmp_path / "cg1")) is None
+
+
+def test_horovods_rendezvous_listens_on_the_chosen_address_only(monkeypatch):
+    from horovod.runner.http import http_server
+
+    from pipeline.launch.network import bind_horovod_rendezvous, interface_address, interface_towards
+
+    monkeypatch.setattr(http_server, "find_port", http_server.find_port)  # restored afterwards
+    assert interface_towards("127.0.0.1") == "lo" and interface_address("lo") == "127.0.0.1"
+    bind_horovod_rendezvous("127.0.0.1")
+    bind_horovod_rendezvous("127.0.0.1")  # idempotent: no wrapper around a wrapper
+    server = http_server.RendezvousServer(False)
+    port = server.start()
+    try:
+        assert server._httpd.server_address == ("127.0.0.1", port)  # not ("0.0.0.0", port)
+    finally:
+        server.stop()
