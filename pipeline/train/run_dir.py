@@ -30,21 +30,11 @@ def create_run_dir(cfg: Config, name: str) -> str:
     return run_dir
 
 
-def metrics_line(record: dict) -> str:
-    return json.dumps(record) + "\n"
-
-
-def append_metrics(run_dir: str, record: dict) -> None:
-    """Add one epoch's line. The file is rewritten whole (object stores cannot append;
-    it is one short line per epoch), so it is never seen half-written."""
-    path = storage.join(run_dir, "metrics.jsonl")
-    old = storage.read_text(path) if storage.is_file(path) else ""
-    storage.write_text(path, old + metrics_line(record))
-
-
-def rewrite_metrics(run_dir: str, lines: list[str]) -> None:
-    """Replace metrics.jsonl (on resume: keep only the epochs the checkpoint holds)."""
-    storage.write_text(storage.join(run_dir, "metrics.jsonl"), "".join(lines))
+def write_metrics(run_dir: str, history: list[dict]) -> None:
+    """metrics.jsonl: one line per finished epoch, rewritten whole from the training
+    history (object stores cannot append; and after a resume or an elastic roll-back the
+    history, not the file, says which epochs count)."""
+    storage.write_text(storage.join(run_dir, "metrics.jsonl"), "".join(json.dumps(record) + "\n" for record in history))
 
 
 def atomic_torch_save(obj: dict, location: str) -> None:

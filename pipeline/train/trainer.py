@@ -173,6 +173,7 @@ class Trainer:
         report = self._report(progress, test, resumed_from, hosts)
         if coll.is_root:
             rd.atomic_torch_save(rd.model_bundle(self.model, cfg, self.manifest), storage.join(self.run_dir, "model.pt"))
+            rd.write_metrics(self.run_dir, progress.history)  # all of it, whatever resets happened
             rd.write_report(self.run_dir, report)
             rd.plot_curves(self.run_dir, progress.history)
         coll.barrier()  # collective: no rank returns before rank 0 has written the run
@@ -202,7 +203,7 @@ class Trainer:
             st.commit()  # collective in elastic mode
             self._save_checkpoint(st)  # collective (gathers RNG states)
             if self.coll.is_root:
-                rd.append_metrics(self.run_dir, record)
+                rd.write_metrics(self.run_dir, st.history)
                 log.info(
                     "epoch %d/%d loss %.4f acc %.4f val_loss %.4f val_acc %.4f lr %.3g %.0f samples/s",
                     record["epoch"], tc.epochs, record["train_loss"], record["train_accuracy"],
@@ -353,8 +354,7 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             meta = {"path": path, "progress": state["progress"], "rng": state["rng"], "world_size": state["world_size"]}
             # Epochs after the checkpoint will be trained again: their metric lines go.
-            lines = [rd.metrics_line(h) for h in state["progress"]["history"]]
-            rd.rewrite_metrics(self.run_dir, lines)
+            rd.write_metrics(self.run_dir, state["progress"]["history"])
         meta = coll.broadcast_object(meta, "checkpoint")  # collective
         if meta["world_size"] == coll.size:
             torch.set_rng_state(meta["rng"][coll.rank])
