@@ -11,6 +11,7 @@ import re
 import sys
 
 from pipeline.config import Config, ConfigError, load_config, with_absolute_locations
+from pipeline.errors import is_user_error, lost_peer
 
 log = logging.getLogger("pipeline")
 
@@ -80,9 +81,14 @@ def with_one_line_errors(command) -> int:
         if inside is not None:
             print(f"error: {inside} (raised in a Spark task; the Spark log above has the rest)", file=sys.stderr)
             return 1
-        if not _is_user_error(err):
+        if lost_peer(err):
+            print(f"error: lost contact with another rank ({str(err).strip().splitlines()[0][:300]}); that rank's own "
+                  "error, or its host's loss, is in the output above", file=sys.stderr)
+            return 1
+        if not is_user_error(err):
             raise
-        print(f"error: {err}", file=sys.stderr)
+        if not getattr(err, "quiet", False):  # another rank prints the same line
+            print(f"error: {err}", file=sys.stderr)
         return 1
 
 
@@ -97,33 +103,6 @@ def _user_error_inside_spark(err: Exception) -> str | None:
         return None
     found = _OURS_IN_SPARK.findall(str(err))
     return found[-1].strip() if found else None
-
-
-def _is_user_error(err: Exception) -> bool:
-    """Errors whose message already says what to fix (ours), as opposed to bugs."""
-    from pipeline.data import ShardError, ShareError
-    from pipeline.dist import DisagreementError
-    from pipeline.launch.horovod import LaunchError
-    from pipeline.manifest import ManifestError
-    from pipeline.models import ModelError
-    from pipeline.schema import SchemaError
-    from pipeline.train.checkpoint import CheckpointError
-    from pipeline.train.run_dir import RunDirError
-
-    from pipeline.data.cache import CacheError
-    from pipeline.storage import StorageError
-
-    ours = (ShardError, ShareError, DisagreementError, LaunchError, ManifestError, ModelError, SchemaError, RunDirError,
-            CheckpointError, StorageError, CacheError)
-    if isinstance(err, ours):
-        return True
-    try:
-        from pipeline.prep import PrepareError
-        from pipeline.prep.sources import SourceError
-        from pipeline.score import ScoreError
-    except ImportError:
-        return False
-    return isinstance(err, (PrepareError, SourceError, ScoreError))
 
 
 def cmd_doctor(args) -> int:

@@ -8,6 +8,7 @@ complete version; a version id works without it. Locations are paths or URIs
 from __future__ import annotations
 
 import json
+import os
 
 from pipeline import storage
 
@@ -39,7 +40,9 @@ def resolve_version(path: str) -> str:
         return path
     latest = storage.join(path, LATEST_NAME)
     if storage.is_file(latest):
-        target = storage.join(path, storage.read_text(latest).strip())
+        name = storage.read_text(latest).strip()
+        check_inside(path, name, f"{latest} names")
+        target = storage.join(path, name)
         if storage.is_file(storage.join(target, MANIFEST_NAME)):
             return target
         raise ManifestError(f"{latest} points to {target}, which has no {MANIFEST_NAME}; re-run prepare")
@@ -67,7 +70,31 @@ def read_manifest(path: str) -> tuple[str, dict]:
             f"{manifest_path} has format_version {manifest['format_version']}, this code reads "
             f"{FORMAT_VERSION}; re-run prepare with this version"
         )
+    for entry in listed_files(manifest):
+        check_inside(version_dir, entry["path"], f"{manifest_path} lists")
     return version_dir, manifest
+
+
+def listed_files(manifest: dict) -> list[dict]:
+    """Every file a manifest names (shards of every split, rejected files): dicts with
+    at least ``path`` and ``bytes``."""
+    files = [shard for split in manifest["splits"].values() for shard in split["shards"]]
+    return files + list(manifest["rejected"].get("files", []))
+
+
+def check_inside(base: str, entry: str, what: str) -> None:
+    """Refuse ``entry`` unless it is a relative path that stays inside ``base`` (no
+    absolute path, URI, ``..`` or, on a local disk, symlink leading out)."""
+    parts = entry.replace("\\", "/").split("/")
+    if not entry or entry.startswith("/") or storage.scheme(entry) or ".." in parts or "" in parts[:-1]:
+        raise ManifestError(f"{what} {entry!r}, which is not a relative path inside {base}; the manifest was not written "
+                            "by this pipeline or was edited: re-run prepare")
+    if storage.is_local(base):
+        root = os.path.realpath(storage.resolve(base)[1])
+        target = os.path.realpath(os.path.join(root, entry))
+        if not target.startswith(root + os.sep):
+            raise ManifestError(f"{what} {entry!r}, which leads out of {base} (a symlink to {target}); "
+                                "replace the link with the file, or re-run prepare")
 
 
 def dataset_dir(root: str, name: str) -> str:

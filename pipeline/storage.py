@@ -465,6 +465,30 @@ def write_text(location: str, text: str) -> None:
     write_bytes(location, text.encode("utf-8"))
 
 
+def create_exclusive(location: str, data: bytes) -> bool:
+    """Create ``location`` holding ``data`` unless it exists; False when it did. Atomic on
+    a local disk (O_EXCL); on object stores a check then a write (stores without
+    conditional writes cannot do better)."""
+    fs, path = resolve(location)
+    if fs is _local():
+        with translated(location, "create it"):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        fsync_dir(os.path.dirname(path))
+        return True
+    if exists(location):
+        return False
+    write_bytes(location, data)
+    return True
+
+
 def upload(local_path: str, location: str) -> None:
     """Copy the local file ``local_path`` to ``location`` as one complete object."""
     with open(local_path, "rb") as src, open_output(location) as dst:

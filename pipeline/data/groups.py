@@ -14,10 +14,21 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterable
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import storage
 from pipeline.data.assign import RowGroup
+
+# What works when a shard's bytes changed but not its size (prepare's "unchanged" check
+# compares sizes; a version without a manifest is rebuilt).
+REBUILD = "delete {version}/manifest.json and re-run prepare (it rebuilds the version)"
+# Arrow's words for bytes that do not decode: a page checksum, a codec, the Thrift headers.
+_CORRUPT = ("checksum", "CRC", "decompress", "deserialize", "Corrupt", "corrupt", "Unexpected end of stream", "Invalid")
+
+
+class ShardError(RuntimeError):
+    """A shard that is missing, altered or unreadable; the message names the file."""
 
 
 class GroupFetcher:
@@ -50,25 +61,36 @@ class GroupFetcher:
         ranged reads are thread-safe) when fetching ahead."""
         with self._lock:
             if shard not in self._sources:
+                # page_checksum_verification: a flipped byte fails at the row group holding it.
                 if self.open_local is not None:
-                    self._sources[shard] = pq.ParquetFile(self.open_local(shard), metadata=self.footers[shard])
+                    self._sources[shard] = pq.ParquetFile(self.open_local(shard), metadata=self.footers[shard],
+                                                          page_checksum_verification=True)
                 elif self._pool is None:
                     self._sources[shard] = pq.ParquetFile(storage.open_input(self.locations[shard]), metadata=self.footers[shard],
-                                                          pre_buffer=not storage.is_local(self.locations[shard]))
+                                                          pre_buffer=not storage.is_local(self.locations[shard]),
+                                                          page_checksum_verification=True)
                 else:
                     self._sources[shard] = storage.open_input(self.locations[shard])
             return self._sources[shard]
 
     def _load(self, g: int):
         group = self.order[g]
-        with storage.translated(self.locations[group.shard], "read it"):
-            source = self._source(group.shard)
-            if self._pool is not None:  # one ParquetFile per read: readers are not shared between threads
-                # pre_buffer: the group's column chunks come in a few coalesced ranged reads.
-                source = pq.ParquetFile(source, metadata=self.footers[group.shard], pre_buffer=True)
-            # use_threads=False: this already runs beside the training threads, and Arrow's
-            # pool would compete with them for the same cores.
-            table = source.read_row_group(group.index, columns=self.columns, use_threads=False)
+        location = self.locations[group.shard]
+        try:
+            with storage.translated(location, "read it"):
+                source = self._source(group.shard)
+                if self._pool is not None:  # one ParquetFile per read: readers are not shared between threads
+                    # pre_buffer: the group's column chunks come in a few coalesced ranged reads.
+                    source = pq.ParquetFile(source, metadata=self.footers[group.shard], pre_buffer=True,
+                                            page_checksum_verification=True)
+                # use_threads=False: this already runs beside the training threads, and Arrow's
+                # pool would compete with them for the same cores.
+                table = source.read_row_group(group.index, columns=self.columns, use_threads=False)
+        except (storage.StorageError, OSError, pa.ArrowInvalid) as err:
+            if not any(word in str(err) for word in _CORRUPT):
+                raise
+            raise ShardError(f"{location}: row group {group.index} does not decode ({str(err).splitlines()[0]}); "
+                             f"the file was altered after prepare: {REBUILD.format(version=storage.parent(storage.parent(location)))}") from None
         return self.decode(table)
 
     def hint(self, upcoming: Iterable[int], held: set[int]) -> None:

@@ -16,16 +16,12 @@ import torch
 from pipeline import storage
 from pipeline.data import assign
 from pipeline.data.cache import ShardCache
-from pipeline.data.groups import GroupFetcher
+from pipeline.data.groups import REBUILD, GroupFetcher, ShardError
 from pipeline.data.ragged import Ragged, concat, slice_rows, take
 from pipeline.manifest import read_manifest
 from pipeline.schema import LABEL_COLUMN, ROW_ID_COLUMN, check_shard_schema, feature_columns, length_column
 
 log = logging.getLogger(__name__)
-
-
-class ShardError(RuntimeError):
-    """A shard that is missing, altered or unreadable; the message names the file."""
 
 
 class ShardReader(torch.utils.data.IterableDataset):
@@ -128,7 +124,8 @@ class ShardReader(torch.utils.data.IterableDataset):
             if size != shard["bytes"]:
                 raise ShardError(f"{location}: {size} bytes, manifest says {shard['bytes']}; the file was changed or truncated: re-run prepare")
             if verify and storage.sha256(location) != shard["sha256"]:
-                raise ShardError(f"{location}: sha256 differs from the manifest; the file was altered: re-run prepare")
+                raise ShardError(f"{location}: sha256 differs from the manifest; the file was altered after prepare: "
+                                 f"{REBUILD.format(version=self.version_dir)}")
             try:
                 with storage.open_input(location) as f:
                     meta = pq.read_metadata(f)

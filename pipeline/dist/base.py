@@ -119,8 +119,8 @@ class Collective:
             before_step()
         optimizer.step()
 
-    def allgather_object(self, obj: Any) -> list:
-        """Every rank's ``obj``, in rank order, on every rank."""
+    def allgather_object(self, obj: Any, name: str = "object") -> list:
+        """Every rank's ``obj``, in rank order, on every rank; ``name`` tags the collective."""
         return [obj]
 
     def allreduce_sum(self, values: torch.Tensor, name: str) -> torch.Tensor:
@@ -138,6 +138,31 @@ class Collective:
         """Check every rank holds the same integer ``value``; raise naming ``name`` if not."""
         return value
 
+    def passes_through(self, error: BaseException) -> bool:
+        """Errors an agreement point must not catch: the engine's own signals (Horovod's
+        elastic mode resets on them)."""
+        return False
+
+    def settle(self, error: BaseException | None) -> None:
+        """Agreement point: every rank says whether its part of the work since the last one
+        failed. If any rank's did, every rank raises, at once, the first failing rank's
+        error (collective): no rank is left waiting for the others in a later collective.
+
+        Rank 0 raises its own error when it failed (the type its callers expect), and
+        otherwise :class:`RankFailure` with the failing rank's message, which it prints.
+        Other ranks raise a quiet :class:`RankFailure` with the same message -- except a
+        rank whose failure is a bug, which re-raises it (its traceback is what helps).
+        """
+        failures = self.allgather_object(None if error is None else _describe(error), "settle")  # collective
+        first = next((r for r, f in enumerate(failures) if f is not None), None)
+        if first is None:
+            return
+        _, message = failures[first]
+        if error is not None and (self.is_root or failures[self.rank][0]):
+            raise error
+        where = f" (on rank {first})" if first != 0 else ""
+        raise RankFailure(f"{message}{where}", quiet=not self.is_root) from error
+
     def barrier(self) -> None:
         """Wait for every rank."""
 
@@ -150,3 +175,24 @@ class Collective:
 
 class DisagreementError(RuntimeError):
     """Ranks hold different values for something they must share (steps, dataset)."""
+
+
+class RankFailure(RuntimeError):
+    """A rank's error, raised on every rank (see :meth:`Collective.settle`).
+
+    Args:
+        quiet: the CLI prints nothing for it (rank 0 prints the one line for all).
+    """
+
+    def __init__(self, message: str, quiet: bool = False):
+        super().__init__(message)
+        self.quiet = quiet
+
+
+def _describe(error: BaseException) -> tuple[bool, str]:
+    """(is it a bug, one line about it)."""
+    from pipeline.errors import is_user_error
+
+    if is_user_error(error):
+        return False, str(error)
+    return True, f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"

@@ -48,13 +48,20 @@ class HorovodCollective(Collective):
     and without a launcher (a world of one).
 
     Args:
-        timeout_s: how long Gloo waits for a peer before the job fails instead of hanging.
+        timeout_s: how long a collective waits for a peer (Gloo's timeout) and how long a
+            rank may stall outside the collectives (Horovod's stall shutdown) before the
+            job fails instead of hanging.
     """
 
     engine = "horovod"
 
     def __init__(self, timeout_s: int = 300) -> None:
         os.environ.setdefault("HOROVOD_GLOO_TIMEOUT_SECONDS", str(timeout_s))
+        # A rank stuck outside a collective (a hung filesystem read) leaves the others
+        # waiting inside one, where Gloo's timeout does not apply: Horovod's stall check
+        # notices the missing rank and, after timeout_s, shuts the job down.
+        os.environ.setdefault("HOROVOD_STALL_CHECK_TIME_SECONDS", str(max(1, timeout_s // 2)))
+        os.environ.setdefault("HOROVOD_STALL_SHUTDOWN_TIME_SECONDS", str(timeout_s))
         drop_unparsable_knobs()
         self.hvd = hvd = import_horovod()
         hvd.init()
@@ -65,6 +72,11 @@ class HorovodCollective(Collective):
     def broadcast_state(self, model, optimizer) -> None:
         self.hvd.broadcast_parameters(model.state_dict(), root_rank=0)
         self.hvd.broadcast_optimizer_state(optimizer, root_rank=0)
+
+    def passes_through(self, error: BaseException) -> bool:
+        from horovod.common.exceptions import HorovodInternalError, HostsUpdatedInterrupt
+
+        return isinstance(error, (HorovodInternalError, HostsUpdatedInterrupt))
 
     def refresh(self) -> None:
         self.rank, self.size = self.hvd.rank(), self.hvd.size()
@@ -87,8 +99,10 @@ class HorovodCollective(Collective):
         with optimizer.skip_synchronize():
             optimizer.step()
 
-    def allgather_object(self, obj: Any) -> list:
-        return self.hvd.allgather_object(obj)
+    def allgather_object(self, obj: Any, name: str = "object") -> list:
+        # An explicit name: Horovod's default is the object's type name, which differs
+        # between ranks sending different types (an error vs None) and would hang them.
+        return self.hvd.allgather_object(obj, name=f"allgather.{name}")
 
     def run_elastic(self, train: Callable[[Any], Any], model, optimizer, on_reset: Callable[[], None], **progress) -> Any:
         """Run ``train(state)`` under Horovod elastic: on a lost or added worker, roll back

@@ -84,7 +84,7 @@ class TorchCollective(Collective):
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
-    def allgather_object(self, obj: Any) -> list:
+    def allgather_object(self, obj: Any, name: str = "object") -> list:
         if self.size == 1:
             return [obj]
         out: list = [None] * self.size

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pipeline
 from pipeline import storage
-from pipeline.manifest import LATEST_NAME, MANIFEST_NAME
+from pipeline.manifest import LATEST_NAME, MANIFEST_NAME, ManifestError, listed_files, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +51,37 @@ def version_name(fp: str) -> str:
 
 
 def published_version(dataset_dir: str, fp: str) -> str | None:
-    """The published version with fingerprint ``fp``, if its manifest exists."""
+    """The version with fingerprint ``fp`` if it is published and intact: its manifest and
+    every file it lists, with the listed size. A version that lost or changed a file is
+    unpublished (manifest removed first, so it never reads as complete) and None returned:
+    prepare then builds it again."""
     target = storage.join(dataset_dir, version_name(fp))
-    return target if storage.is_file(storage.join(target, MANIFEST_NAME)) else None
+    if not storage.is_file(storage.join(target, MANIFEST_NAME)):
+        return None
+    try:
+        manifest = read_manifest(target)[1]
+    except ManifestError as err:
+        problem = str(err)
+    else:
+        problem = missing_or_changed(target, manifest)
+    if problem is None:
+        return target
+    log.warning("%s is not intact (%s): rebuilding it", target, problem)
+    storage.delete(storage.join(target, MANIFEST_NAME))
+    storage.delete_dir(target)
+    return None
+
+
+def missing_or_changed(version_dir: str, manifest: dict) -> str | None:
+    """None when every file the manifest lists is there with its recorded size; else the
+    first one that is not, in words."""
+    files = listed_files(manifest)
+    for entry, size in zip(files, storage.sizes([storage.join(version_dir, f["path"]) for f in files])):
+        if size is None:
+            return f"{entry['path']} is missing"
+        if size != entry["bytes"]:
+            return f"{entry['path']} has {size} bytes, the manifest says {entry['bytes']}"
+    return None
 
 
 def remove_unpublished(dataset_dir: str) -> list[str]:

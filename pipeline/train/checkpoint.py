@@ -47,8 +47,15 @@ def save_checkpoint(run_dir: str, state: dict, keep: int) -> str:
     return path
 
 
-def load_latest(run_dir: str) -> tuple[str, dict]:
-    """The newest checkpoint of ``run_dir`` that loads.
+UNREADABLE_SUFFIX = ".unreadable"
+
+
+def load_latest(run_dir: str) -> tuple[str, dict, list[str]]:
+    """The newest checkpoint of ``run_dir`` that loads: ``(path, state, set_aside)``.
+
+    Newer files that do not load (cut short by a crash, a full disk) are reported and
+    renamed ``step-N.pt.unreadable``: kept for a look, and out of the way of pruning, which
+    would otherwise count them among the newest and delete the good one resumed from.
 
     Raises:
         CheckpointError: none there, or none readable.
@@ -56,18 +63,54 @@ def load_latest(run_dir: str) -> tuple[str, dict]:
     files = checkpoint_files(run_dir)
     if not files:
         raise CheckpointError(f"{run_dir}/checkpoints has no step-*.pt checkpoint to resume from; start a new run without --resume")
+    unreadable = []
     for path in files:
         try:
             state = torch.load(io.BytesIO(storage.read_bytes(path)), map_location="cpu", weights_only=True)
         except storage.StorageError:
             raise
         except Exception as err:  # noqa: BLE001 -- any unreadable file: fall back to an older one
-            log.warning("%s: not a readable checkpoint (%s); trying an older one", path, str(err).splitlines()[0])
+            log.warning("%s: not a readable checkpoint (%s); set aside as %s, trying an older one", path,
+                        str(err).splitlines()[0], storage.basename(path) + UNREADABLE_SUFFIX)
+            unreadable.append(path)
             continue
         if state.get("format_version") != FORMAT_VERSION:
             raise CheckpointError(f"{path}: checkpoint format {state.get('format_version')!r}, this version reads {FORMAT_VERSION}")
-        return path, state
-    raise CheckpointError(f"no readable checkpoint in {run_dir}/checkpoints (tried {len(files)}); start a new run without --resume")
+        for bad in unreadable:
+            storage.move(bad, bad + UNREADABLE_SUFFIX)
+        return path, state, unreadable
+    raise CheckpointError(f"no readable checkpoint in {run_dir}/checkpoints (tried {len(files)}: {', '.join(map(storage.basename, files))}); "
+                          "start a new run without --resume")
+
+
+# Settings a resumed run may change; the optimizer's moments carry over either way.
+_HYPERPARAMETERS = {"weight_decay": "weight_decay", "momentum": "momentum"}
+
+
+def apply_changed_settings(path: str, saved: dict, now, optimizer: torch.optim.Optimizer) -> list[str]:
+    """After loading a checkpoint's optimizer state, make the current config's settings the
+    ones in force, and say so for each that changed. Returns those messages.
+
+    Raises:
+        CheckpointError: another optimizer type (its state cannot carry over).
+    """
+    if saved.get("optimizer") != now.optimizer:
+        raise CheckpointError(f"{path} was trained with train.optimizer={saved.get('optimizer')}, this run has "
+                              f"{now.optimizer}: its state cannot carry over; resume with train.optimizer={saved.get('optimizer')}, "
+                              "or start a new run")
+    said = []
+    for key in ("lr", "scale_lr", "warmup_epochs", "schedule", "momentum", "weight_decay", "batch_size", "accumulate_steps"):
+        before, after = saved.get(key), getattr(now, key)
+        if before == after:
+            continue
+        said.append(f"train.{key} was {before} in {storage.basename(path)}, now {after}: the new value applies from here "
+                    "(the optimizer's moments carry over)")
+        log.warning("resume: %s", said[-1])
+        if key in _HYPERPARAMETERS:
+            for group in optimizer.param_groups:
+                if _HYPERPARAMETERS[key] in group:
+                    group[_HYPERPARAMETERS[key]] = after
+    return said
 
 
 def model_signature(model: torch.nn.Module) -> dict[str, list[int]]:

@@ -7,6 +7,10 @@ a reader sees the old file or the new one, never half of one.
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import socket
+import time
 
 import torch
 
@@ -20,11 +24,27 @@ class RunDirError(RuntimeError):
     """A run directory that cannot be used as asked."""
 
 
-def create_run_dir(cfg: Config, name: str) -> str:
-    """Create ``<run.root>/<name>/`` and write the resolved config into it."""
+OWNER_NAME = ".run"
+
+
+def default_run_name(experiment: str) -> str:
+    """``<experiment>-<UTC time>-<4 random hex>``: two runs started in the same second
+    still get two directories."""
+    return f"{experiment}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
+
+
+def create_run_dir(cfg: Config, name: str, explicit: bool = True) -> str:
+    """Claim ``<run.root>/<name>/`` for this run (exclusively: a run directory is never
+    shared) and write the resolved config into it.
+
+    Raises:
+        RunDirError: another run holds it (or held it: use ``--resume`` to continue that one).
+    """
     run_dir = storage.join(cfg.run.root, name)
-    if storage.exists(storage.join(run_dir, "report.json")) or storage.exists(storage.join(run_dir, "metrics.jsonl")):
-        raise RunDirError(f"run directory {run_dir} already holds a run; choose another run.name")
+    claim = json.dumps({"name": name, "host": socket.gethostname(), "pid": os.getpid(), "started": time.time()})
+    if not storage.create_exclusive(storage.join(run_dir, OWNER_NAME), claim.encode()):
+        hint = "choose another run.name, or add --resume to continue that run" if explicit else "start it again"
+        raise RunDirError(f"run directory {run_dir} belongs to another run; {hint}")
     storage.make_dirs(storage.join(run_dir, "checkpoints"))
     storage.write_text(storage.join(run_dir, "config.yaml"), to_yaml(cfg))
     return run_dir

@@ -28,6 +28,7 @@ from pipeline.schema import LABEL_COLUMN
 from pipeline.train import checkpoint as ckpt
 from pipeline.train import run_dir as rd
 from pipeline.train.schedule import learning_rate, set_learning_rate
+from pipeline.train.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -114,18 +115,48 @@ class Trainer:
     """
 
     def __init__(self, cfg: Config, collective: Collective, dataset: str | None = None):
-        cfg = with_absolute_locations(cfg)
-        self.cfg, self.coll = cfg, collective
-        self.version_dir, self.manifest = read_manifest(dataset or dataset_path(cfg))
-        self.fingerprint = self.manifest["fingerprint"]
-        torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank (rank 0's win anyway)
-        self.model = build_model(cfg.model, self.manifest["schema"])
-        self.optimizer = make_optimizer(cfg.train, self.model.parameters(), cfg.train.lr)
+        self.coll, self.watchdog = collective, None
+        with self._agreed():
+            self.cfg = cfg = with_absolute_locations(cfg)
+            self.version_dir, self.manifest = read_manifest(dataset or dataset_path(cfg))
+            self.fingerprint = self.manifest["fingerprint"]
+            torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank (rank 0's win anyway)
+            self.model = build_model(cfg.model, self.manifest["schema"])
+            self.optimizer = make_optimizer(cfg.train, self.model.parameters(), cfg.train.lr)
         self.first_step_at: float | None = None  # wall clock of this process's first step (startup cost)
+        self.unreadable_checkpoints: list[str] = []
+        # With peers, a rank that stops making progress ends itself (and so the job).
+        self.watchdog = Watchdog(1.5 * cfg.dist.timeout_s, collective.rank) if collective.size > 1 else None
         self._build_readers()
+
+    @contextlib.contextmanager
+    def _agreed(self):
+        """Run the block on every rank, then an agreement point: if it failed on any rank,
+        every rank stops here with that rank's error (see ``Collective.settle``) instead of
+        waiting for it in a later collective."""
+        error = None
+        self._beat()
+        try:
+            yield
+        except Exception as err:  # noqa: BLE001 -- handed to settle, which raises on every rank
+            if self.coll.passes_through(err):
+                raise
+            error = err
+        self.coll.settle(error)  # collective
+        self._beat()
+
+    def _beat(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.beat()
 
     def _build_readers(self) -> None:
         """Readers for this rank and world size (rebuilt after an elastic reset)."""
+        with self._agreed():
+            self._make_readers()
+        # Fail before the first gradient all-reduce, not inside it.
+        self.coll.agree("dataset fingerprint", int(self.fingerprint[:15], 16))  # collective
+
+    def _make_readers(self) -> None:
         tc, rc = self.cfg.train, self.cfg.data.reader
         rank, size = self.coll.rank, self.coll.size
         cache = ShardCache(rc.cache_dir, rc.cache_max_bytes) if rc.cache_dir else None
@@ -136,25 +167,33 @@ class Trainer:
         )
         self.eval_readers = {
             split: ShardReader(self.version_dir, split, rank, size, tc.batch_size, mode="eval", prefetch=rc.prefetch,
-                               cache=cache, readahead=rc.readahead)
+                               verify=rc.verify, cache=cache, readahead=rc.readahead)
             for split in ("val", "test")
             if self.manifest["splits"][split]["rows"] > 0
         }
         self.steps_per_epoch = len(self.train_reader)  # a whole epoch on this world size
-        # Fail before the first gradient all-reduce, not inside it.
-        self.coll.agree("dataset fingerprint", int(self.fingerprint[:15], 16))  # collective
 
     def fit(self, resume: bool = False) -> TrainResult:
         """Train (from the latest checkpoint of the run when ``resume``), evaluate on test,
         write the run directory on rank 0."""
+        try:
+            return self._fit(resume)
+        finally:
+            if self.watchdog is not None:
+                self.watchdog.close()
+
+    def _fit(self, resume: bool) -> TrainResult:
         cfg, coll = self.cfg, self.coll
         progress, resumed_from = Progress(), None
         if resume:
-            self.run_dir = coll.broadcast_object(find_run_to_resume(cfg) if coll.is_root else None, "run_dir")  # collective
+            with self._agreed():
+                found = find_run_to_resume(cfg) if coll.is_root else None
+            self.run_dir = coll.broadcast_object(found, "run_dir")  # collective
             progress, resumed_from = self._resume()
         else:
-            name = coll.broadcast_object(cfg.run.name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}", "run_name")  # collective
-            self.run_dir = rd.create_run_dir(cfg, name) if coll.is_root else storage.join(cfg.run.root, name)
+            name = coll.broadcast_object(cfg.run.name or rd.default_run_name(cfg.name), "run_name")  # collective
+            with self._agreed():
+                self.run_dir = rd.create_run_dir(cfg, name, explicit=bool(cfg.run.name)) if coll.is_root else storage.join(cfg.run.root, name)
         coll.broadcast_state(self.model, self.optimizer)  # collective
         self.train_model = coll.wrap_model(self.model, cfg.dist.fp16_allreduce)
         self.optimizer = coll.wrap_optimizer(self.optimizer, self.model, cfg.dist.fp16_allreduce, cfg.train.accumulate_steps)
@@ -165,18 +204,18 @@ class Trainer:
                 cfg.train.batch_size * coll.size, f", resumed from {resumed_from}" if resumed_from else "",
             )
         if cfg.dist.elastic:
-            progress = coll.run_elastic(self._train, self.model, self.optimizer, on_reset=lambda: None, **asdict(progress))
+            progress = coll.run_elastic(self._train, self.model, self.optimizer, on_reset=self._beat, **asdict(progress))
         else:
             progress = self._train(progress)
         test = self._evaluate("test", prefix="test_")
-        hosts = coll.allgather_object(socket.gethostname())  # collective: where each rank ran
+        hosts = coll.allgather_object(socket.gethostname(), "hosts")  # collective: where each rank ran
         report = self._report(progress, test, resumed_from, hosts)
-        if coll.is_root:
-            rd.atomic_torch_save(rd.model_bundle(self.model, cfg, self.manifest), storage.join(self.run_dir, "model.pt"))
-            rd.write_metrics(self.run_dir, progress.history)  # all of it, whatever resets happened
-            rd.write_report(self.run_dir, report)
-            rd.plot_curves(self.run_dir, progress.history)
-        coll.barrier()  # collective: no rank returns before rank 0 has written the run
+        with self._agreed():  # no rank returns before rank 0 has written the run (or failed to)
+            if coll.is_root:
+                rd.atomic_torch_save(rd.model_bundle(self.model, cfg, self.manifest), storage.join(self.run_dir, "model.pt"))
+                rd.write_metrics(self.run_dir, progress.history)  # all of it, whatever resets happened
+                rd.write_report(self.run_dir, report)
+                rd.plot_curves(self.run_dir, progress.history)
         return TrainResult(self.run_dir, report)
 
     def _train(self, st) -> Progress:
@@ -201,9 +240,8 @@ class Trainer:
             st.epoch, st.reader = st.epoch + 1, None
             st.sums, st.seconds, st.waited, st.stepping = [0.0, 0.0, 0.0], 0.0, 0.0, 0.0
             st.commit()  # collective in elastic mode
-            self._save_checkpoint(st)  # collective (gathers RNG states)
+            self._save_checkpoint(st, metrics=True)  # collective (gathers RNG states)
             if self.coll.is_root:
-                rd.write_metrics(self.run_dir, st.history)
                 log.info(
                     "epoch %d/%d loss %.4f acc %.4f val_loss %.4f val_acc %.4f lr %.3g %.0f samples/s",
                     record["epoch"], tc.epochs, record["train_loss"], record["train_accuracy"],
@@ -226,6 +264,7 @@ class Trainer:
         for i in range(steps):
             t0 = time.perf_counter()
             batch = next(batches)
+            self._beat()
             clock["waited"] += time.perf_counter() - t0
             group_start = i - i % accumulate
             group = min(accumulate, steps - group_start)
@@ -243,6 +282,7 @@ class Trainer:
             set_learning_rate(self.optimizer, learning_rate(tc, coll.size, progress))
             t0 = time.perf_counter()
             coll.step(self.optimizer, clip)  # collective: gradients averaged over ranks
+            self._beat()
             clock["stepping"] += time.perf_counter() - t0
             self.optimizer.zero_grad()
             st.global_step += 1
@@ -314,6 +354,7 @@ class Trainer:
         self.model.eval()
         sums = torch.zeros(3, dtype=torch.float64)
         for batch in reader:
+            self._beat()
             y = batch[LABEL_COLUMN]
             logits = self.model(batch)
             loss = F.cross_entropy(logits, y, reduction="sum")
@@ -322,12 +363,18 @@ class Trainer:
         seen = total[2].item()
         return {f"{prefix}loss": total[0].item() / seen, f"{prefix}accuracy": total[1].item() / seen, f"{prefix}samples": int(seen)}
 
-    def _save_checkpoint(self, st) -> None:
+    def _save_checkpoint(self, st, metrics: bool = False) -> None:
         """Rank 0 writes model, optimizer, progress (with the reader state), every rank's RNG
-        state, config, dataset fingerprint and world size, atomically."""
-        rng = self.coll.allgather_object(torch.get_rng_state())  # collective
-        if not self.coll.is_root:
-            return
+        state, config, dataset fingerprint and world size as one object (and metrics.jsonl
+        when ``metrics``); every rank learns whether that worked."""
+        rng = self.coll.allgather_object(torch.get_rng_state(), "rng")  # collective
+        with self._agreed():
+            if self.coll.is_root:
+                self._write_checkpoint(st, rng)
+                if metrics:
+                    rd.write_metrics(self.run_dir, st.history)
+
+    def _write_checkpoint(self, st, rng: list) -> None:
         state = {
             "global_step": st.global_step,
             "world_size": self.coll.size,
@@ -347,14 +394,16 @@ class Trainer:
         every rank gets the progress and its RNG state."""
         coll = self.coll
         meta = None
-        if coll.is_root:
-            path, state = ckpt.load_latest(self.run_dir)
-            ckpt.check_compatible(path, state, self.fingerprint, self.model)
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            meta = {"path": path, "progress": state["progress"], "rng": state["rng"], "world_size": state["world_size"]}
-            # Epochs after the checkpoint will be trained again: their metric lines go.
-            rd.write_metrics(self.run_dir, state["progress"]["history"])
+        with self._agreed():
+            if coll.is_root:
+                path, state, self.unreadable_checkpoints = ckpt.load_latest(self.run_dir)
+                ckpt.check_compatible(path, state, self.fingerprint, self.model)
+                self.model.load_state_dict(state["model"])
+                self.optimizer.load_state_dict(state["optimizer"])
+                ckpt.apply_changed_settings(path, state["config"]["train"], self.cfg.train, self.optimizer)
+                meta = {"path": path, "progress": state["progress"], "rng": state["rng"], "world_size": state["world_size"]}
+                # Epochs after the checkpoint will be trained again: their metric lines go.
+                rd.write_metrics(self.run_dir, state["progress"]["history"])
         meta = coll.broadcast_object(meta, "checkpoint")  # collective
         if meta["world_size"] == coll.size:
             torch.set_rng_state(meta["rng"][coll.rank])
@@ -390,6 +439,7 @@ class Trainer:
             "model": self.cfg.model.type,
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "resumed_from": resumed_from,
+            "unreadable_checkpoints": self.unreadable_checkpoints,  # skipped (set aside) on resume
             # wall clock (unix seconds) when this process finished its first step: launch overhead
             "first_step_at": self.first_step_at,
         }

@@ -10,6 +10,10 @@ Points (``PIPELINE_TEST_MARKS`` names a directory where each kill leaves a note 
   commit      the prepare driver, after the first committed file was moved into place
   manifest    the prepare driver, in the middle of writing manifest.json
   latest      the prepare driver, after the manifest, before LATEST
+  rank-error  training rank PIPELINE_TEST_RANK: its readers fail to open (a ShardError), as
+              when a shard is missing on that rank's host only
+  rank-hang   training rank PIPELINE_TEST_RANK: its reader blocks forever on a FIFO from its
+              5th row group on, as on a hung filesystem (not a kill: the process stays)
 """
 import os
 import signal
@@ -96,7 +100,46 @@ def _patch_driver() -> None:
         publish.point_latest = point_latest
 
 
+def _this_rank() -> bool:
+    return os.environ.get("HOROVOD_RANK", os.environ.get("RANK")) == os.environ.get("PIPELINE_TEST_RANK", "1")
+
+
+def _patch_rank() -> None:
+    import time
+
+    from pipeline.data import groups, reader
+
+    if POINT == "rank-error":
+        original_check = reader.ShardReader._check_files
+
+        def check_files(self, verify):
+            if self.split == "train":
+                raise groups.ShardError(f"{self.version_dir}/train/part-00000.parquet: shard listed in the manifest is "
+                                        "missing (injected on this rank only)")
+            return original_check(self, verify)
+
+        reader.ShardReader._check_files = check_files
+        return
+    original_load = groups.GroupFetcher._load
+    loads = [0]
+
+    def load(self, g):
+        loads[0] += 1
+        if loads[0] == 5:
+            fifo = os.path.join(os.environ["PIPELINE_TEST_MARKS"], "hung.fifo")
+            os.makedirs(os.path.dirname(fifo), exist_ok=True)
+            with open(os.path.join(os.environ["PIPELINE_TEST_MARKS"], "hung-at"), "w") as f:
+                f.write(str(time.time()))
+            os.mkfifo(fifo)
+            open(fifo).read()  # no writer ever comes: blocks here
+        return original_load(self, g)
+
+    groups.GroupFetcher._load = load
+
+
 if POINT == "task-write":
     _patch_task_write()
+elif POINT in ("rank-error", "rank-hang") and _this_rank():
+    _patch_rank()
 elif POINT in ("tasks", "commit", "manifest", "latest") and "PYTHON_WORKER_FACTORY_SECRET" not in os.environ:
     _patch_driver()

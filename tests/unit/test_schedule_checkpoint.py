@@ -40,7 +40,8 @@ def test_checkpoints_are_pruned_newest_first_and_refuse_another_model(tmp_path):
         ckpt.save_checkpoint(tmp_path, {"global_step": step, "model": model.state_dict(), "dataset_fingerprint": "f" * 64,
                                         "model_signature": ckpt.model_signature(model)}, keep=2)
     assert [Path(p).name for p in ckpt.checkpoint_files(tmp_path)] == ["step-000000015.pt", "step-000000010.pt"]
-    path, state = ckpt.load_latest(tmp_path)
+    path, state, unreadable = ckpt.load_latest(tmp_path)
+    assert unreadable == []
     assert state["global_step"] == 15 and state["format_version"] == ckpt.FORMAT_VERSION
     ckpt.check_compatible(path, state, "f" * 64, model)
     with pytest.raises(ckpt.CheckpointError, match=r"different model \(bias: \[2\] vs \[4\], weight: \[2, 3\] vs \[4, 3\]"):
@@ -48,5 +49,11 @@ def test_checkpoints_are_pruned_newest_first_and_refuse_another_model(tmp_path):
     with pytest.raises(ckpt.CheckpointError, match="trained on dataset ffffffffffff, this run reads aaaaaaaaaaaa"):
         ckpt.check_compatible(path, state, "a" * 64, model)
     Path(path).write_bytes(b"cut short")
-    assert ckpt.load_latest(tmp_path)[1]["global_step"] == 10
+    _, state, unreadable = ckpt.load_latest(tmp_path)
+    assert state["global_step"] == 10 and unreadable == [path]  # reported, and set aside:
+    assert (tmp_path / "checkpoints" / "step-000000015.pt.unreadable").is_file()
+    # so pruning after the next save keeps the checkpoint the run resumed from
+    ckpt.save_checkpoint(tmp_path, {"global_step": 20, "model": model.state_dict(), "dataset_fingerprint": "f" * 64,
+                                    "model_signature": ckpt.model_signature(model)}, keep=2)
+    assert [Path(p).name for p in ckpt.checkpoint_files(tmp_path)] == ["step-000000020.pt", "step-000000010.pt"]
     assert not math.isnan(learning_rate(TrainConfig(), 1, 0.5))
