@@ -304,7 +304,13 @@ down() {
   for h in br $(hosts); do
     ip netns list | grep -q "^$(ns "$h")\b" || continue
     stop_node "$h" TERM KILL
-    ip netns del "$(ns "$h")"
+    # A namespace whose last process just exited can be busy for a moment: retry.
+    for _ in 1 2 3 4 5; do
+      ip netns del "$(ns "$h")" 2>/dev/null || true
+      ip netns list | grep -q "^$(ns "$h")\b" || break
+      sleep 0.5
+    done
+    ! ip netns list | grep -q "^$(ns "$h")\b" || die "could not delete namespace $(ns "$h")"
   done
   # Launchers started in the root namespace (ip netns exec ... wrappers) that outlived them.
   for pid in "$DIR"/pids/*.pid; do

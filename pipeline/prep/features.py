@@ -83,7 +83,7 @@ class TensorFromColumns:
         values = F.array(*[F.col(c) for c in self.columns])
         cast = "int" if self.dtype == "uint8" else "double"
         if self.typed:
-            return F.transform(values, lambda x: x.cast(cast))
+            return F.transform(values, lambda x: x.try_cast("double").cast(cast))
         return F.transform(values, lambda x: F.trim(x).try_cast("double").cast(cast))
 
     def prepared(self, df):
@@ -128,7 +128,7 @@ class NumericColumns:
     def _value(self, column: str):
         from pyspark.sql import functions as F
 
-        return F.col(column).cast("double") if self.typed else F.trim(F.col(column)).try_cast("double")
+        return F.col(column).try_cast("double") if self.typed else F.trim(F.col(column)).try_cast("double")
 
     def prepared(self, df):
         from pyspark.sql import functions as F

@@ -25,7 +25,10 @@ def numeric_reason(columns: list[str], low: float, high: float, integer: bool, t
     """Reason struct for the first bad value among numeric ``columns``, or null.
 
     Checks: present, numeric, finite, within [low, high], integral if ``integer``.
-    ``typed`` columns are already numeric (Parquet, JSON, generators), others are text.
+    ``typed`` columns come from typed sources (Parquet, JSON, generators) and are usually
+    numeric, others are text. A typed column may still hold strings (a JSON field with
+    "abc" in one row makes the whole column a string): ``try_cast`` turns those into a
+    "not a number" reason instead of failing the job under ANSI mode.
     Built with array higher-order functions, so the expression has the same size for 64
     columns or 50,000 (one ``when`` per column would outgrow Spark's generated code).
     """
@@ -34,13 +37,13 @@ def numeric_reason(columns: list[str], low: float, high: float, integer: bool, t
     bounded = math.isfinite(low) or math.isfinite(high)
     if typed and len(columns) <= _INLINE_TYPED_COLUMNS:
         return _typed_numeric_reason(columns, low, high, integer, bounded)
-    values = F.array(*[F.col(c).cast("double") if typed else F.col(c) for c in columns])
+    values = F.array(*[F.col(c).cast("string") if typed else F.col(c) for c in columns])
     names = F.array(*[F.lit(c) for c in columns])
 
     def problem(raw):
-        text = raw if typed else F.trim(raw)
-        num = raw if typed else text.try_cast("double")  # ANSI mode (Spark 4 default) would fail the job on "abc"
-        missing = raw.isNull() if typed else raw.isNull() | (text == "")
+        text = F.trim(raw)
+        num = text.try_cast("double")  # ANSI mode (Spark 4 default) would fail the job on "abc"
+        missing = raw.isNull() | (text == "")
         code = (
             F.when(missing, F.lit("missing value"))
             .when(num.isNull(), F.lit("not a number"))
@@ -70,8 +73,9 @@ def _typed_numeric_reason(columns: list[str], low: float, high: float, integer: 
 
     checks = []
     for c in columns:
-        x = F.col(c).cast("double")
-        checks += [Check(x.isNull(), f"{c}: missing value"), Check(F.isnan(x) | (F.abs(x) == float("inf")), f"{c}: NaN or infinite", x)]
+        x = F.col(c).try_cast("double")
+        checks += [Check(F.col(c).isNull(), f"{c}: missing value"), Check(x.isNull(), f"{c}: not a number", F.col(c)),
+                   Check(F.isnan(x) | (F.abs(x) == float("inf")), f"{c}: NaN or infinite", x)]
         if bounded:
             checks.append(Check((x < low) | (x > high), f"{c}: outside [{low:g}, {high:g}]", x))
         if integer:

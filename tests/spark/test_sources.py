@@ -92,6 +92,26 @@ def test_bad_table_values_are_rejected_per_column(spark, tmp_path):
     assert m["splits"]["train"]["rows"] == 2  # a null category is valid: it maps to bucket 0
 
 
+@pytest.mark.parametrize("fmt", ["json", "parquet"])
+def test_typed_sources_with_strings_in_a_numeric_column_reject_those_rows(spark, tmp_path, fmt):
+    cols = _table(40)
+    x1 = [str(v) for v in cols["x1"]]
+    x1[3], x1[7] = "abc", "n/a"  # one bad field makes the whole column a string column
+    cols["x1"] = np.array(x1, dtype=object)
+    if fmt == "json":
+        with open(tmp_path / "t.json", "w") as f:
+            for i in range(40):
+                row = {c: (v[i].item() if hasattr(v[i], "item") else v[i]) for c, v in cols.items()}
+                row["x1"] = float(row["x1"]) if i not in (3, 7) else row["x1"]  # numbers stay numbers in JSON
+                f.write(json.dumps(row) + "\n")
+    else:
+        pq.write_table(pa.table({k: list(v) for k, v in cols.items()}), tmp_path / "t.parquet")
+    cfg = _cfg(tmp_path, f"data.source.type={fmt}", f"data.source.path={tmp_path / f't.{fmt}'}", *TABLE_OVERRIDES,
+               "data.reject.max_fraction=0.1")
+    m = prepare(cfg, spark).manifest  # ANSI mode would have failed the whole job on "abc"
+    assert m["rejected"]["by_reason"] == {"x1: not a number": 2} and m["input_rows"] == 40
+
+
 def test_table_config_naming_a_missing_column(spark, tmp_path):
     _write_formats(tmp_path, _table(20))
     with pytest.raises(SourceError, match=r"data.table.numeric names column\(s\) \['x9'\] not in the input; columns are \['id', 'x1'"):
@@ -140,6 +160,30 @@ def test_image_folder_resizes_to_rgb(spark, tmp_path, digit_pngs):
                "data.image.width=10", "data.image.channels=3", "data.reject.action=quarantine")
     m = prepare(cfg, spark).manifest
     assert m["schema"]["features"]["image"]["shape"] == [3, 12, 10] and len(m["featurizer"]["image"]["mean"]) == 3
+
+
+def test_nested_folders_label_by_the_first_folder_and_odd_images_decode(spark, tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "imgs"
+    rng = np.random.default_rng(0)
+    for i in range(12):  # class "a": 16-bit greys two folders deep; class "b": palette images
+        (root / "a" / "scans" / "2024").mkdir(parents=True, exist_ok=True)
+        Image.fromarray((rng.integers(0, 65535, (6, 6))).astype(np.uint16)).save(root / "a" / "scans" / "2024" / f"{i}.png")
+        (root / "b").mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (6, 6)).astype(np.uint8), "L").convert("P").save(root / "b" / f"{i}.png")
+    Image.new("L", (6, 6)).save(root / "stray.png")  # no class folder
+    cfg = _cfg(tmp_path, "name=nested", "data.source.type=images", f"data.source.path={root}", "data.image.height=6",
+               "data.image.width=6", "data.image.channels=1", "data.reject.max_fraction=0.1")
+    result = prepare(cfg, spark)
+    m = result.manifest
+    assert m["schema"]["label"]["classes"] == ["a", "b"] and m["input_rows"] == 25
+    assert m["rejected"]["by_reason"] == {"label: missing label": 1}
+    rows = pa.concat_tables(pq.read_table(Path(result.version_dir) / s["path"]) for split in m["splits"].values()
+                            for s in split["shards"]).to_pydict()
+    greys = [max(img) for img, y in zip(rows["image"], rows["label"]) if y == 0]
+    assert len(greys) == 12 and max(greys) > 200  # scaled from 16 bits, not clipped to one value
+    assert len({tuple(img) for img, y in zip(rows["image"], rows["label"]) if y == 0}) == 12
 
 
 def test_ucr_gunpoint_keeps_the_archive_split(spark, tmp_path):
