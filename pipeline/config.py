@@ -8,11 +8,13 @@ what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional
 
-from omegaconf import OmegaConf
+import yaml
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 
@@ -416,11 +418,14 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        layers.append((str(path), OmegaConf.load(path)))
+        layers.append((str(path), _read_yaml(path)))
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form section.key=value")
-        layers.append((f"override {item!r}", OmegaConf.from_dotlist([item])))
+        try:
+            layers.append((f"override {item!r}", OmegaConf.from_dotlist([item])))
+        except (yaml.YAMLError, OmegaConfBaseException) as err:
+            raise ConfigError(f"override {item!r}: not a valid value ({_first_line(err)}); quote text that YAML would parse") from None
     merged = base
     for origin, layer in layers:
         try:
@@ -430,9 +435,32 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         except OmegaConfBaseException as err:
             key = getattr(err, "full_key", None) or "?"
             raise ConfigError(f"{origin}: bad value for {key}: {_first_line(err)}") from None
-    cfg = OmegaConf.to_object(merged)
+    try:
+        cfg = OmegaConf.to_object(merged)  # resolves ${...} interpolations
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        raise ConfigError(f"{key}: {_first_line(err)}; fix the ${{...}} reference (it must name another key, e.g. ${{name}})") from None
     validate(cfg)
     return cfg
+
+
+def _read_yaml(path: Path):
+    """The file's YAML, or a ConfigError naming the file, line and problem."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save the file as UTF-8") from None
+    try:
+        loaded = OmegaConf.create(text) if text.strip() else OmegaConf.create({})
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', None) or _first_line(err)}") from None
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{path}: {_first_line(err)}") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (name:, data:, model:, ...), got a list")
+    return loaded
 
 
 def _first_line(err: Exception) -> str:
@@ -464,7 +492,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"data.source.synthetic.channels must be 1 or 3, got {cfg.data.source.synthetic.channels}")
     split = cfg.data.split
     fractions = (split.train, split.val, split.test)
-    if min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6 or split.train <= 0:
+    if not all(math.isfinite(f) for f in fractions) or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6 or split.train <= 0:
         raise ConfigError(
             f"data.split fractions must be >= 0, train > 0, and sum to 1; got "
             f"train={split.train}, val={split.val}, test={split.test}"
@@ -486,8 +514,19 @@ def validate(cfg: Config) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key} must be > 0, got {value}")
-    if cfg.train.lr <= 0:
-        raise ConfigError(f"train.lr must be > 0, got {cfg.train.lr}")
+    if not (math.isfinite(cfg.train.lr) and cfg.train.lr > 0):
+        raise ConfigError(f"train.lr must be a finite number > 0, got {cfg.train.lr}")
+    for key in ("train.momentum", "train.weight_decay", "train.grad_clip", "train.warmup_epochs", "model.dropout"):
+        if not math.isfinite(_get(cfg, key)):
+            raise ConfigError(f"{key} must be a finite number, got {_get(cfg, key)}")
+    classes = cfg.data.source.classes
+    if classes is not None:
+        names = [str(c) for c in classes]
+        duplicates = sorted({c for c in names if names.count(c) > 1})
+        if duplicates:
+            raise ConfigError(f"data.source.classes lists {duplicates} more than once; each class once, in class-index order")
+        if len(names) < 2:
+            raise ConfigError(f"data.source.classes={names}: a classifier needs at least 2 classes")
     non_negative = {
         "train.grad_clip": cfg.train.grad_clip,
         "data.reader.readahead": cfg.data.reader.readahead,

@@ -116,9 +116,15 @@ def _split_column(split, source_split: str | None):
 
 
 def _count(checked) -> tuple[int, dict[str, int], dict[str, int]]:
-    """Input rows, rejected rows by reason code, kept rows by split: one Spark job."""
+    """Input rows (counted on their own, before any validation or grouping), rejected rows
+    by reason code, kept rows by split.
+
+    Raises:
+        PrepareError: the two counts disagree (rows lost between reading and validating).
+    """
     from pyspark.sql import functions as F
 
+    input_rows = checked.count()
     by_reason: dict[str, int] = {}
     split_rows = dict.fromkeys(SPLITS, 0)
     for r in checked.groupBy(F.col("_reason.code").alias("code"), "_split").count().collect():
@@ -126,7 +132,11 @@ def _count(checked) -> tuple[int, dict[str, int], dict[str, int]]:
             split_rows[r["_split"]] += r["count"]
         else:
             by_reason[r["code"]] = by_reason.get(r["code"], 0) + r["count"]
-    return sum(by_reason.values()) + sum(split_rows.values()), by_reason, split_rows
+    grouped = sum(by_reason.values()) + sum(split_rows.values())
+    if grouped != input_rows:
+        raise PrepareError(f"read {input_rows} input rows but validation accounted for {grouped}; did the input change during "
+                           "prepare? Nothing was published: run it again")
+    return input_rows, by_reason, split_rows
 
 
 def _write_all(cfg, checked, raw, classes, staging, name, fp, code, files, started) -> dict:
@@ -152,6 +162,9 @@ def _write_all(cfg, checked, raw, classes, staging, name, fp, code, files, start
     # Undeclared classes come from every valid row, so val/test labels always map.
     if classes is None:
         classes = sorted(r[0] for r in good.select(label).distinct().collect())
+    if len(classes) < 2:
+        raise PrepareError(f"{where}: the valid rows hold {len(classes)} class(es) {classes} in {raw.label!r}: a classifier "
+                           "needs at least 2; check data.source.label and the input")
     label_index = F.create_map(*[x for i, c in enumerate(classes) for x in (F.lit(c), F.lit(i))])
     for builder in raw.features:
         good = builder.prepared(good)
@@ -185,10 +198,10 @@ def _write_all(cfg, checked, raw, classes, staging, name, fp, code, files, start
         stage.done(f"write {split} shards")
 
     kept = sum(s["rows"] for s in splits.values())
-    assert kept + rejected == input_rows, (kept, rejected, input_rows)
     written_rejected = sum(f["rows"] for f in rejected_files)
-    if written_rejected != rejected:
-        raise PrepareError(f"counted {rejected} rejected rows but wrote {written_rejected}; did the input change during prepare?")
+    if kept + written_rejected != input_rows:  # what was written, against the input counted on its own
+        raise PrepareError(f"{input_rows} input rows, but {kept} kept and {written_rejected} rejected rows were written; "
+                           "did the input change during prepare? Nothing was published: run it again")
     staging.commit([*rejected_files, *(f for s in splits.values() for f in s["shards"])])
     output.ensure_readable(staging.final_dir, "rejected", rejected_files, rejected_schema(checked, raw.columns))
     stage.done("commit files")

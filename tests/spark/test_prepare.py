@@ -93,6 +93,26 @@ def test_bad_rows_are_rejected_with_reasons_and_counts_reconcile(spark, tmp_path
     assert all(r["c0"] is not None for r in rejected), "rejected rows keep their original values"
 
 
+def test_rows_lost_on_the_way_are_caught_against_the_input_count(spark, tmp_path, monkeypatch):
+    from pipeline.prep import job
+
+    path = _planted(tmp_path, good=60)
+    cfg = digits_config(tmp_path / "data", None, f"data.source.path={path}", "data.reject.max_fraction=0.2")
+    monkeypatch.setattr(job, "write_rejected", lambda *args, **kwargs: [])  # a writer that loses the rejected rows
+    with pytest.raises(PrepareError, match=rf"{60 + len(BAD_ROWS)} input rows, but 60 kept and 0 rejected rows were written"):
+        prepare(cfg, spark)
+    assert not [p for p in (tmp_path / "data").rglob("manifest.json")], "nothing published"
+
+
+def test_a_single_class_is_refused(spark, tmp_path):
+    path = tmp_path / "one.csv"
+    with gzip.open(DIGITS_CSV, "rt") as f:
+        path.write_text("".join(line for line in f if line.strip().endswith(",3")))
+    cfg = digits_config(tmp_path / "data", None, f"data.source.path={path}", "data.source.classes=null")
+    with pytest.raises(PrepareError, match=r"hold 1 class\(es\) \['3'\] in 'c64': a classifier needs at least 2"):
+        prepare(cfg, spark)
+
+
 def test_too_many_rejects_fails_and_publishes_nothing(spark, tmp_path):
     path = _planted(tmp_path, good=20)
     root = tmp_path / "data"

@@ -58,3 +58,29 @@ def test_split_fractions_must_sum_to_one():
 def test_round_trip_through_plain_dict():
     cfg = load_config(DIGITS_CONF, ["train.epochs=2"])
     assert from_dict(to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize("text,expect", [
+    (b"name: x\ntrain: {lr: [1, 2\n", r"not valid YAML at line 3, column 1"),
+    (b"name: \xff\xfe\n", r"not UTF-8 text .*save the file as UTF-8"),
+    (b'name: x\nrun: {name: "${nope}"}\n', r"run.name: Interpolation key 'nope' not found; fix the \$\{...\} reference"),
+    (b"- just\n- a list\n", r"the top level must be a mapping"),
+])
+def test_unreadable_config_files_are_one_clear_error(tmp_path, text, expect):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(text)
+    with pytest.raises(ConfigError, match=expect):
+        load_config(path)
+
+
+@pytest.mark.parametrize("override,expect", [
+    ("train.lr=nan", "train.lr must be a finite number > 0, got nan"),
+    ("train.lr=-0.1", "train.lr must be a finite number > 0"),
+    ("train.weight_decay=inf", "train.weight_decay must be a finite number"),
+    ("data.split.val=inf", "data.split fractions must be"),
+    ("data.source.classes=[a,b,a]", r"data.source.classes lists \['a'\] more than once"),
+    ("data.source.classes=[only]", "a classifier needs at least 2 classes"),
+])
+def test_non_finite_and_duplicate_values_are_refused(override, expect):
+    with pytest.raises(ConfigError, match=expect):
+        load_config(None, [override])
