@@ -26,5 +26,8 @@ test-multihost: setup
 doctor: setup
 	$(PY) -m pipeline doctor
 
+# Everything runs and tests leave behind: runs, prepared dataset versions (data/ but its
+# raw/ inputs), Spark's scratch, the local cluster's state, build outputs.
 clean:
-	rm -rf runs spark-warehouse .pytest_cache
+	rm -rf runs spark-warehouse metastore_db derby.log .pytest_cache .spark-cluster build
+	find data -mindepth 1 -maxdepth 1 ! -name raw -exec rm -rf {} +

@@ -13,6 +13,8 @@
 4. Object store: the reader over a real S3 server (SeaweedFS on 127.0.0.1) vs over local
    disk, same shards (goal >= 0.7x); also through the node-local shard cache. Re-measure
    it alone with ``--only-store`` (the other sections keep their figures and dates).
+5. Integrity: rows/s with every data page's checksum verified (the default) vs without,
+   same shards (goal: at most 5% slower). Alone: ``--only-checksums``.
 
 Datasets are made by the prepare job (synthetic generators) in a temporary directory.
 Writes bench/results/reader.json.
@@ -206,6 +208,33 @@ def store_throughput(version_dir: str, work: Path) -> dict:
             "store": "SeaweedFS weed mini on 127.0.0.1 (loopback)", "dataset": "synthetic tabular, 32 numeric + 4 categorical"}
 
 
+def checksum_cost(datasets: dict) -> dict:
+    """Reader rows/s with page checksums verified vs not, on the same local shards."""
+    out = {}
+    for name, (version_dir, _) in datasets.items():
+        off, on = median_of_alternating(lambda: reader_rows_per_sec(version_dir, page_checksums=False),
+                                        lambda: reader_rows_per_sec(version_dir, page_checksums=True), repeats=5)
+        out[name] = {"rows_per_sec_without": off, "rows_per_sec_with": on, "ratio": on / off}
+    return out
+
+
+def checksum_goals(figures: dict) -> list[dict]:
+    return [goal(f"reader rows/s with page checksums / without ({name})", f["ratio"], 0.95) for name, f in figures.items()]
+
+
+def remeasure_checksums(tabular_rows: int, image_rows: int) -> None:
+    work = Path(tempfile.mkdtemp(prefix="bench-reader-"))
+    try:
+        data = prepare_datasets(work, tabular_rows, image_rows, [])
+        figures = checksum_cost({k: data[k] for k in ("tabular", "images")})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    path = merge_section("reader", "checksums", figures, checksum_goals(figures))
+    for name, f in figures.items():
+        print(f"checksums ({name}): {f['ratio']:.3f}x rows/s of reading without them")
+    print(f"wrote {path}")
+
+
 def store_goal(figures: dict) -> dict:
     return goal("reader over S3 vs local disk rows/s (tabular, loopback)", figures["ratio"], 0.7)
 
@@ -230,7 +259,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--only-memory", action="store_true", help="re-measure memory only; keep the other figures in reader.json")
     parser.add_argument("--only-store", action="store_true", help="re-measure S3 vs local only; keep the other figures in reader.json")
+    parser.add_argument("--only-checksums", action="store_true", help="re-measure the page-checksum cost only")
     args = parser.parse_args()
+    if args.only_checksums:
+        return remeasure_checksums(args.tabular_rows, args.image_rows)
     if args.only_memory:
         return remeasure_memory(args.memory_rows)
     if args.only_store:
@@ -248,6 +280,7 @@ def main() -> None:
             stalls[name] = stall(version_dir, cfg, args.steps)
             print(f"{name}: reader {ours:,.0f} rows/s vs raw pyarrow {raw:,.0f} ({ours / raw:.2f}x); "
                   f"training from reader {stalls[name]['ratio']:.3f}x in-memory", flush=True)
+        checksums = checksum_cost({k: data[k] for k in ("tabular", "images")})
         store = store_throughput(data["tabular"][0], work)
         print(f"store: reader over S3 {store['ratio']:.2f}x local disk", flush=True)
         small, large = (memory_growth(data[f"memory-{rows}"][0]) for rows in args.memory_rows)
@@ -260,6 +293,7 @@ def main() -> None:
     path = write_result("reader", {"batch_size": BATCH, "throughput": throughput, "input_stall": stalls,
                                    "memory": {"small": small, "large": large}, "goals": goals})
     merge_section("reader", "store", store, [store_goal(store)])
+    merge_section("reader", "checksums", checksums, checksum_goals(checksums))
     print(f"wrote {path}")
 
 

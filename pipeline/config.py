@@ -196,7 +196,8 @@ class ReaderConfig:
         remainder: drop the last partial global batch, or pad it by wrapping around.
         shuffle_buffer: rows shuffled together within a rank's share.
         prefetch: row groups decoded ahead by the background thread.
-        verify: check each shard's sha256 before reading.
+        verify: check each shard's sha256 before the first step, for the train, val and
+            test readers alike (a full read of every shard).
         bucket_by_length: for sequences, batch rows of similar length together (within
             each shuffle window), so batches need less padding; batch counts are unchanged.
         layout: how ranks split the epoch stream. ``contiguous``: each rank reads one
@@ -210,6 +211,8 @@ class ReaderConfig:
         readahead: on an object store (no cache), row groups fetched ahead in parallel,
             hiding each ranged read's latency; 0 fetches one at a time. Local files are
             always read inline.
+        page_checksums: verify each Parquet data page's CRC while reading (prepare writes
+            them), so a changed byte stops training at its row group, naming the file.
     """
 
     remainder: str = "drop"
@@ -221,6 +224,7 @@ class ReaderConfig:
     cache_dir: Optional[str] = None
     cache_max_bytes: int = 20 * 2**30
     readahead: int = 4
+    page_checksums: bool = True
 
 
 @dataclass
@@ -299,6 +303,8 @@ class TrainConfig:
         early_stopping_min_delta: how much better the metric must get to count.
         checkpoint_every_steps: also checkpoint every N optimizer steps (0: epoch ends only).
         keep_checkpoints: newest checkpoint files kept in ``checkpoints/``.
+        skip_nonfinite: when the averaged gradients are NaN or inf, skip that batch (counted
+            in report.json) instead of stopping the run.
     """
 
     epochs: int = 10
@@ -320,6 +326,7 @@ class TrainConfig:
     early_stopping_min_delta: float = 0.0
     checkpoint_every_steps: int = 0
     keep_checkpoints: int = 2
+    skip_nonfinite: bool = False
 
 
 @dataclass

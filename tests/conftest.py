@@ -17,6 +17,20 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 
+_FIXTURE_MARKS = {"spark": "spark", "digits_version": "spark", "s3_store": "s3", "s3_env": "s3"}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark every test by what it starts (through its fixtures), so `make test-fast`
+    (``-m "not spark and not dist and ..."``) really starts no Spark or Horovod process."""
+    for item in items:
+        for fixture, mark in _FIXTURE_MARKS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(getattr(pytest.mark, mark))
+        if "tests/distributed/" in str(item.fspath):
+            item.add_marker(pytest.mark.dist)
+
+
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     from pipeline.prep.session import get_session

@@ -43,12 +43,15 @@ class GroupFetcher:
         readahead: groups fetched ahead in parallel on object stores; 0 (and any local
             disk) reads inline.
         open_local: shard index -> a local path to read instead (the shard cache), or None.
+        page_checksums: verify each data page's CRC as it is read (shards are written with
+            them), so a changed byte fails at its row group.
     """
 
     def __init__(self, locations: list[str], footers: list, order: list[RowGroup], columns: list[str],
-                 decode: Callable, readahead: int, open_local: Callable[[int], str] | None = None):
+                 decode: Callable, readahead: int, open_local: Callable[[int], str] | None = None,
+                 page_checksums: bool = True):
         self.locations, self.footers, self.order, self.columns, self.decode = locations, footers, order, columns, decode
-        self.open_local = open_local
+        self.open_local, self.page_checksums = open_local, page_checksums
         remote = bool(locations) and not storage.is_local(locations[0]) and open_local is None
         self.readahead = readahead if remote else 0
         self._pool = ThreadPoolExecutor(self.readahead, thread_name_prefix="row-group-fetch") if self.readahead else None
@@ -64,11 +67,11 @@ class GroupFetcher:
                 # page_checksum_verification: a flipped byte fails at the row group holding it.
                 if self.open_local is not None:
                     self._sources[shard] = pq.ParquetFile(self.open_local(shard), metadata=self.footers[shard],
-                                                          page_checksum_verification=True)
+                                                          page_checksum_verification=self.page_checksums)
                 elif self._pool is None:
                     self._sources[shard] = pq.ParquetFile(storage.open_input(self.locations[shard]), metadata=self.footers[shard],
                                                           pre_buffer=not storage.is_local(self.locations[shard]),
-                                                          page_checksum_verification=True)
+                                                          page_checksum_verification=self.page_checksums)
                 else:
                     self._sources[shard] = storage.open_input(self.locations[shard])
             return self._sources[shard]
@@ -82,7 +85,7 @@ class GroupFetcher:
                 if self._pool is not None:  # one ParquetFile per read: readers are not shared between threads
                     # pre_buffer: the group's column chunks come in a few coalesced ranged reads.
                     source = pq.ParquetFile(source, metadata=self.footers[group.shard], pre_buffer=True,
-                                            page_checksum_verification=True)
+                                            page_checksum_verification=self.page_checksums)
                 # use_threads=False: this already runs beside the training threads, and Arrow's
                 # pool would compete with them for the same cores.
                 table = source.read_row_group(group.index, columns=self.columns, use_threads=False)

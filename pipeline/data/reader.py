@@ -60,6 +60,7 @@ class ShardReader(torch.utils.data.IterableDataset):
             None reads row groups straight from the store.
         readahead: on an object store, row groups fetched ahead in parallel (see
             :mod:`pipeline.data.groups`); local files are read inline.
+        page_checksums: verify every data page's checksum as it is read.
     """
 
     STATE_VERSION = 2
@@ -81,6 +82,7 @@ class ShardReader(torch.utils.data.IterableDataset):
         layout: str = "contiguous",
         cache: ShardCache | None = None,
         readahead: int = 4,
+        page_checksums: bool = True,
     ):
         super().__init__()
         if mode not in ("train", "eval"):
@@ -91,7 +93,7 @@ class ShardReader(torch.utils.data.IterableDataset):
         self.split, self.rank, self.world_size = split, rank, world_size
         self.batch_size, self.seed, self.mode, self.remainder = batch_size, seed, mode, remainder
         self.shuffle_buffer, self.prefetch, self.layout = shuffle_buffer, prefetch, layout
-        self.cache, self.readahead = cache, readahead
+        self.cache, self.readahead, self.page_checksums = cache, readahead, page_checksums
         self.features = self.manifest["schema"]["features"]
         sequences = [n for n, spec in self.features.items() if spec["kind"] == "sequence"]
         self.bucket_on = sequences[0] if (bucket_by_length and mode == "train" and sequences) else None
@@ -219,7 +221,8 @@ class ShardReader(torch.utils.data.IterableDataset):
             return self.cache.local_copy(locations[i], self.shards[i]["sha256"], self.shards[i]["bytes"])
 
         fetcher = GroupFetcher(locations, self._footers, stream.order, feature_columns(self.features) + [LABEL_COLUMN, ROW_ID_COLUMN],
-                               self._decode, self.readahead, open_local if self.cache is not None else None)
+                               self._decode, self.readahead, open_local if self.cache is not None else None,
+                               self.page_checksums)
         held: dict[int, dict] = {}
         try:
             for (gi, offsets, needed), upcoming in _with_lookahead(_located(stream, spans), fetcher.readahead):

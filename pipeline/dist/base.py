@@ -112,12 +112,15 @@ class Collective:
         """Context for a backward pass whose gradients are only accumulated (not all-reduced)."""
         return contextlib.nullcontext()
 
-    def step(self, optimizer: torch.optim.Optimizer, before_step: Callable[[], None] | None = None) -> None:
+    def step(self, optimizer: torch.optim.Optimizer, before_step: Callable[[], bool] | None = None) -> bool:
         """Average gradients over ranks (collective), run ``before_step`` on the averaged
-        gradients (e.g. clipping), then apply them."""
-        if before_step is not None:
-            before_step()
+        gradients (e.g. clipping, a finiteness check), then apply them unless it returned
+        False. Returns whether the step was applied (the same on every rank: every rank
+        sees the same averaged gradients)."""
+        if before_step is not None and before_step() is False:
+            return False
         optimizer.step()
+        return True
 
     def allgather_object(self, obj: Any, name: str = "object") -> list:
         """Every rank's ``obj``, in rank order, on every rank; ``name`` tags the collective."""

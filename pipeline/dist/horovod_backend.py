@@ -90,14 +90,16 @@ class HorovodCollective(Collective):
             backward_passes_per_step=accumulate_steps,
         )
 
-    def step(self, optimizer, before_step=None) -> None:
+    def step(self, optimizer, before_step=None) -> bool:
         if before_step is None:
             optimizer.step()  # collective: waits for the gradient all-reduces
-            return
+            return True
         optimizer.synchronize()  # collective: gradients averaged before before_step sees them
-        before_step()
+        if before_step() is False:
+            return False
         with optimizer.skip_synchronize():
             optimizer.step()
+        return True
 
     def allgather_object(self, obj: Any, name: str = "object") -> list:
         # An explicit name: Horovod's default is the object's type name, which differs

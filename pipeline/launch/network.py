@@ -35,6 +35,19 @@ def unreachable(hosts: list[str], port: int = 22, timeout: float = 3.0) -> list[
     return lost
 
 
+def is_local_host(host: str) -> bool:
+    """Whether ``host`` names this machine (resolves to one of its own addresses)."""
+    import psutil
+
+    try:
+        address = socket.gethostbyname(host)
+    except OSError:
+        return False
+    if address.startswith("127."):
+        return True
+    return any(a.address == address for addrs in psutil.net_if_addrs().values() for a in addrs)
+
+
 def interface_address(interface: str) -> str | None:
     """The IPv4 address of ``interface`` on this machine, or None."""
     import psutil

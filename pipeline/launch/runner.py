@@ -11,7 +11,7 @@ from pathlib import Path
 from pipeline import storage
 from pipeline.config import Config, ConfigError, to_yaml
 from pipeline.launch import horovod, torchrun
-from pipeline.launch.network import interface_address, interface_towards, unreachable
+from pipeline.launch.network import interface_address, interface_towards, is_local_host, unreachable
 from pipeline.launch.process import run_launcher
 from pipeline.launch.secrets import secrets_in_file
 
@@ -69,7 +69,10 @@ def run_on_hosts(cfg: Config, np: int, hosts: str, resume: bool, source: tuple[s
     names = [h.rsplit(":", 1)[0] for h in hosts.split(",") if h]
     if not names:
         raise ConfigError(f"--hosts {hosts!r}: give host:slots,host:slots")
-    interface = cfg.dist.network_interface or interface_towards(names[0])
+    if all(is_local_host(n) for n in names):
+        interface = "lo"  # horovodrun insists on loopback when every host is this one
+    else:
+        interface = cfg.dist.network_interface or interface_towards(names[0])
     config_path, overrides = source
     command = horovod.train_command(os.path.abspath(config_path), [*overrides, *located_overrides(cfg)], resume=resume,
                                     script=TRAIN_SCRIPT)

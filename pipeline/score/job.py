@@ -107,11 +107,9 @@ def _run(cfg: Config, spark, raw_bundle: bytes, bundle: dict, input_path: str, s
     classes = [str(c) for c in schema["label"]["classes"]]
     data = dataclasses.replace(cfg.data, source=dataclasses.replace(cfg.data.source, path=input_path))
     raw = sources.read_source(spark, data, require_label=False)
-    if [b.name for b in raw.features] != list(schema["features"]):
-        raise ScoreError(
-            f"the config's features {[b.name for b in raw.features]} differ from the model's {list(schema['features'])}; "
-            "score with the config the model was trained with"
-        )
+    difference = config_difference(raw, cfg.data.source.classes, bundle)
+    if difference:
+        raise ScoreError(f"{difference}; score with the config the model was trained with (its run's config.yaml)")
     label = F.trim(F.col(raw.label).cast("string"))
     labeled = label.isNotNull() & (label != "")
     # A label, when present, must be one the model knows; a missing one is fine here.
@@ -158,6 +156,34 @@ def _run(cfg: Config, spark, raw_bundle: bytes, bundle: dict, input_path: str, s
     log.info("scored %d rows (%d rejected)%s", totals["rows"], rejected_rows,
              f", accuracy {metrics['accuracy']:.4f} on {totals['labeled']} labeled rows" if totals["labeled"] else "")
     return metrics
+
+
+def config_difference(raw, declared_classes, bundle: dict) -> str | None:
+    """How the scoring config reads the input differently from how the model's training
+    data was read (features, source columns, label column, classes), or None."""
+    schema, fitted = bundle["schema"], bundle["featurizer"]
+    names = [b.name for b in raw.features]
+    if names != list(schema["features"]):
+        return f"the config's features {names} differ from the model's {list(schema['features'])}"
+    for builder in raw.features:
+        columns = getattr(builder, "columns", None)
+        recorded = fitted[builder.name].get("source_columns") or fitted[builder.name].get("columns")
+        if columns is not None and recorded is not None and list(columns) != list(recorded):
+            return f"feature {builder.name!r} reads columns {_short(list(columns))}, the model was trained on {_short(list(recorded))}"
+        if builder.spec(fitted[builder.name]) != schema["features"][builder.name]:
+            return (f"feature {builder.name!r} is {builder.spec(fitted[builder.name])} in the config, "
+                    f"{schema['features'][builder.name]} in the model")
+    trained_label = schema["label"].get("source_column")
+    if trained_label is not None and raw.label != trained_label:
+        return f"the config's label column is {raw.label!r}, the model's training data used {trained_label!r}"
+    classes = [str(c) for c in schema["label"]["classes"]]
+    if declared_classes is not None and [str(c) for c in declared_classes] != classes:
+        return f"data.source.classes {[str(c) for c in declared_classes]} differ from the model's classes {classes} (order is the label map)"
+    return None
+
+
+def _short(items: list, limit: int = 6) -> str:
+    return str(items) if len(items) <= limit else f"[{', '.join(map(str, items[:limit]))}, ... ({len(items)} in all)]"
 
 
 def _tally(batch) -> dict[str, int]:

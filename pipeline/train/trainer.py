@@ -7,6 +7,7 @@ agreed before the first one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import socket
@@ -22,9 +23,10 @@ from pipeline.config import Config, TrainConfig, to_dict, with_absolute_location
 from pipeline.data import ShardReader
 from pipeline.data.cache import ShardCache
 from pipeline.dist import Collective
+from pipeline.dist.base import RankFailure
 from pipeline.manifest import dataset_dir, read_manifest
 from pipeline.models import build_model
-from pipeline.schema import LABEL_COLUMN
+from pipeline.schema import LABEL_COLUMN, ROW_ID_COLUMN
 from pipeline.train import checkpoint as ckpt
 from pipeline.train import run_dir as rd
 from pipeline.train.schedule import learning_rate, set_learning_rate
@@ -64,6 +66,7 @@ class Progress:
     best: float | None = None
     bad_epochs: int = 0
     stopped: bool = False
+    skipped: int = 0
 
     def commit(self) -> None:
         """Outside elastic mode progress lives in checkpoints only."""
@@ -164,10 +167,11 @@ class Trainer:
             self.version_dir, "train", rank, size, tc.batch_size, seed=tc.seed, mode="train",
             remainder=rc.remainder, shuffle_buffer=rc.shuffle_buffer, prefetch=rc.prefetch, verify=rc.verify,
             bucket_by_length=rc.bucket_by_length, layout=rc.layout, cache=cache, readahead=rc.readahead,
+            page_checksums=rc.page_checksums,
         )
         self.eval_readers = {
             split: ShardReader(self.version_dir, split, rank, size, tc.batch_size, mode="eval", prefetch=rc.prefetch,
-                               verify=rc.verify, cache=cache, readahead=rc.readahead)
+                               verify=rc.verify, cache=cache, readahead=rc.readahead, page_checksums=rc.page_checksums)
             for split in ("val", "test")
             if self.manifest["splits"][split]["rows"] > 0
         }
@@ -258,7 +262,6 @@ class Trainer:
         per_batch = tc.batch_size * coll.size
         local = torch.zeros(3, dtype=torch.float64)  # loss x n, correct, seen (this rank, since last fold)
         clock = {"start": time.perf_counter(), "waited": 0.0, "stepping": 0.0}
-        clip = (lambda: torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)) if tc.grad_clip > 0 else None
         batches = iter(reader)
         bar = tqdm(total=steps, desc=f"epoch {st.epoch + 1}", disable=not (coll.is_root and sys.stderr.isatty()), leave=False)
         for i in range(steps):
@@ -274,14 +277,19 @@ class Trainer:
                 logits = self.train_model(batch)
                 loss = F.cross_entropy(logits, y)
                 (loss / group).backward()
-            local += torch.tensor([loss.item() * len(y), (logits.argmax(1) == y).sum().item(), len(y)], dtype=torch.float64)
+            value = loss.item()
+            if math.isfinite(value):
+                local += torch.tensor([value * len(y), (logits.argmax(1) == y).sum().item(), len(y)], dtype=torch.float64)
+            else:  # this rank's rows behind it; the step's fate is decided on the averaged gradients
+                log.warning("rank %d: loss %s at global step %d (epoch %d, batch %d of %d), rows %s", coll.rank, value,
+                            st.global_step + 1, st.epoch + 1, i + 1, steps, batch[ROW_ID_COLUMN][:16].tolist())
             bar.update()
             if not last_in_group:
                 continue
             progress = st.epoch + (consumed + (i + 1 - group) * per_batch) / reader.total_rows
             set_learning_rate(self.optimizer, learning_rate(tc, coll.size, progress))
             t0 = time.perf_counter()
-            coll.step(self.optimizer, clip)  # collective: gradients averaged over ranks
+            coll.step(self.optimizer, functools.partial(self._check_gradients, st, i, steps))  # collective: gradients averaged
             self._beat()
             clock["stepping"] += time.perf_counter() - t0
             self.optimizer.zero_grad()
@@ -299,6 +307,26 @@ class Trainer:
                     self._save_checkpoint(st)  # collective
         bar.close()
         self._fold(st, local, clock)
+
+    def _check_gradients(self, st, batch: int, steps: int) -> bool:
+        """On the averaged gradients (identical on every rank, so every rank decides alike):
+        clip them (``train.grad_clip``), and refuse to apply them unless they are finite:
+        stop with the step named, or skip the batch when ``train.skip_nonfinite``."""
+        tc = self.cfg.train
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if tc.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+        else:
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad.detach()) for p in params]))
+        if torch.isfinite(norm):
+            return True
+        if tc.skip_nonfinite:
+            st.skipped = st.skipped + 1
+            return False
+        raise RankFailure(
+            f"training stopped at global step {st.global_step + 1} (epoch {st.epoch + 1}, batch {batch + 1} of {steps}): the "
+            "gradients are not finite (NaN or inf; a warning above names the rows whose loss was not); lower train.lr, "
+            "check those rows, or set train.skip_nonfinite=true to skip such batches", quiet=not self.coll.is_root)
 
     def _fold(self, st, local: torch.Tensor, clock: dict) -> None:
         """Add this rank's metric sums and time since the last fold into ``st`` (global)."""
@@ -440,6 +468,7 @@ class Trainer:
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "resumed_from": resumed_from,
             "unreadable_checkpoints": self.unreadable_checkpoints,  # skipped (set aside) on resume
+            "skipped_nonfinite_batches": st.skipped,
             # wall clock (unix seconds) when this process finished its first step: launch overhead
             "first_step_at": self.first_step_at,
         }

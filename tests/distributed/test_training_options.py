@@ -33,3 +33,21 @@ def test_gradient_clipping_bounds_every_update(digits_version, tmp_path):
     # Each SGD step moves the parameters by lr x (clipped) gradient norm <= lr x clip.
     assert 0 < drift <= steps * lr * clip * (1 + 1e-4)
     assert json.loads((tmp_path / "clip" / "metrics.jsonl").read_text().splitlines()[0])["train_samples"] > 0
+
+
+def test_non_finite_gradients_stop_the_run_naming_the_step_or_are_skipped_and_counted(digits_version, tmp_path):
+    import pytest
+
+    from pipeline.dist.base import RankFailure
+
+    root = digits_version[0].parent.parent
+    blow_up = ["dist.engine=single", "train.epochs=1", "train.lr=1e30", "train.warmup_epochs=0", "train.schedule=none",
+               "model.batch_norm=false"]  # the first step sends the weights to ~1e30: the next loss is not finite
+    with pytest.raises(RankFailure, match=r"training stopped at global step \d+ \(epoch 1, batch \d+ of 45\): the gradients "
+                                          r"are not finite.*train.skip_nonfinite=true"):
+        train_rank(digits_config(root, tmp_path, *blow_up, "run.name=stop"))
+    result = train_rank(digits_config(root, tmp_path, *blow_up, "run.name=skip", "train.skip_nonfinite=true"))
+    report = result["report"]
+    assert 0 < report["skipped_nonfinite_batches"] < report["global_steps"]
+    weights = torch.load(tmp_path / "skip" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.isfinite(w).all() for w in weights.values())  # no skipped step was applied

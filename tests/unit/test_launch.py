@@ -130,6 +130,9 @@ def test_horovods_rendezvous_listens_on_the_chosen_address_only(monkeypatch):
 
     monkeypatch.setattr(http_server, "find_port", http_server.find_port)  # restored afterwards
     assert interface_towards("127.0.0.1") == "lo" and interface_address("lo") == "127.0.0.1"
+    from pipeline.launch.network import is_local_host
+
+    assert is_local_host("localhost") and not is_local_host("no-such-host.invalid")
     bind_horovod_rendezvous("127.0.0.1")
     bind_horovod_rendezvous("127.0.0.1")  # idempotent: no wrapper around a wrapper
     server = http_server.RendezvousServer(False)
