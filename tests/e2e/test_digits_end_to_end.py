@@ -59,11 +59,18 @@ def test_spark_submit_prepare_then_horovodrun_train(tmp_path):
 
 
 def test_pipeline_run_prepares_trains_and_reports(tmp_path):
-    out = run([sys.executable, "-m", "pipeline", "run", "--config", DIGITS_CONF, "--np", "2",
-               f"data.root={tmp_path / 'data'}", f"data.source.path={DIGITS_CSV}", f"run.root={tmp_path / 'runs'}", "train.epochs=3"])
+    data = [f"data.root={tmp_path / 'data'}", f"data.source.path={DIGITS_CSV}"]
+    prepared = Path(run([sys.executable, "-m", "pipeline", "prepare", "--config", DIGITS_CONF, *data])[-1])
+    # Another version of the same dataset published since: LATEST names it, not the one above.
+    other = run([sys.executable, "-m", "pipeline", "prepare", "--config", DIGITS_CONF, *data, "data.split.salt=1"])[-1]
+    assert (tmp_path / "data" / "digits" / "LATEST").read_text().strip() == Path(other).name != prepared.name
+    out = run([sys.executable, "-m", "pipeline", "run", "--config", DIGITS_CONF, "--np", "2", *data,
+               f"run.root={tmp_path / 'runs'}", "train.epochs=3"])
     run_dir = Path(out[-1])
     report = check_run_dir(run_dir, world_size=2, epochs=3, min_accuracy=0.85)
-    assert any(line.startswith("summary:") for line in out)
+    summary = [line for line in out if line.startswith("summary:")]
+    assert report["dataset_version"] == str(prepared) and summary and str(prepared) in summary[0]  # the version it prepared
+    assert (tmp_path / "data" / "digits" / "LATEST").read_text().strip() == prepared.name  # unchanged, re-pointed
     inspected = run([sys.executable, "-m", "pipeline", "inspect", report["dataset_version"]])
     assert any("input rows 1797" in line for line in inspected)
     inspected = run([sys.executable, "-m", "pipeline", "inspect", run_dir])

@@ -58,6 +58,20 @@ def test_rerun_publishes_nothing(spark, digits_version, tmp_path):
     assert [p.name for p in version_dir.parent.iterdir() if p.name.startswith("v-")] == [version_dir.name]
 
 
+def test_a_version_missing_a_shard_is_rebuilt_not_called_unchanged(spark, tmp_path, caplog):
+    cfg = digits_config(tmp_path / "data")
+    first = prepare(cfg, spark)
+    shard = first.manifest["splits"]["val"]["shards"][0]
+    (Path(first.version_dir) / shard["path"]).unlink()  # what "re-run prepare" must repair
+    with caplog.at_level("WARNING"):
+        again = prepare(cfg, spark)
+    assert again.published and again.version_dir == first.version_dir
+    assert f"is not intact ({shard['path']} is missing): rebuilding it" in caplog.text
+    assert (Path(again.version_dir) / shard["path"]).stat().st_size == shard["bytes"]
+    assert again.manifest["splits"]["val"]["shards"][0]["sha256"] == shard["sha256"]
+    assert not prepare(cfg, spark).published  # now intact: unchanged
+
+
 BAD_ROWS = {
     "c3: not a number": "0,0,0,abc" + ",0" * 60 + ",5",
     "c10: outside [0, 16]": ",".join(["0"] * 10 + ["17"] + ["0"] * 53) + ",3",

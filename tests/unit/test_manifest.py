@@ -45,3 +45,30 @@ def test_missing_keys_are_named(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ManifestError, match="splits"):
         read_manifest(tmp_path)
+
+
+@pytest.mark.parametrize("entry", ["/etc/passwd", "../other/v-x/train/part-00000.parquet", "train/../../x.parquet",
+                                   "s3://bucket/x.parquet", "train//x.parquet"])
+def test_manifest_entries_may_not_leave_the_version(tmp_path, entry):
+    m = _manifest()
+    m["splits"] = {"train": {"rows": 1, "shards": [{"path": entry, "rows": 1, "row_groups": [1], "bytes": 1, "sha256": "x"}]}}
+    (tmp_path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ManifestError, match=r"lists '.*', which is not a relative path inside"):
+        read_manifest(tmp_path)
+
+
+def test_symlinks_out_of_the_version_and_a_latest_escaping_are_refused(tmp_path):
+    version = tmp_path / "d" / "v-abc"
+    (version / "train").mkdir(parents=True)
+    outside = tmp_path / "elsewhere.parquet"
+    outside.write_bytes(b"x")
+    (version / "train" / "part-00000.parquet").symlink_to(outside)
+    m = _manifest()
+    m["splits"] = {"train": {"rows": 1, "shards": [{"path": "train/part-00000.parquet", "rows": 1, "row_groups": [1],
+                                                    "bytes": 1, "sha256": "x"}]}}
+    write_manifest(version, m)
+    with pytest.raises(ManifestError, match=r"leads out of .* \(a symlink to .*elsewhere.parquet\)"):
+        read_manifest(version)
+    (tmp_path / "d" / "LATEST").write_text("../../etc\n")
+    with pytest.raises(ManifestError, match=r"LATEST names '../../etc'"):
+        read_manifest(tmp_path / "d")

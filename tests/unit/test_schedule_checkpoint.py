@@ -57,3 +57,29 @@ def test_checkpoints_are_pruned_newest_first_and_refuse_another_model(tmp_path):
                                     "model_signature": ckpt.model_signature(model)}, keep=2)
     assert [Path(p).name for p in ckpt.checkpoint_files(tmp_path)] == ["step-000000020.pt", "step-000000010.pt"]
     assert not math.isnan(learning_rate(TrainConfig(), 1, 0.5))
+
+
+def test_a_run_directory_is_claimed_by_one_run_only(tmp_path):
+    from pipeline.config import load_config
+    from pipeline.train import run_dir as rd
+
+    cfg = load_config(None, [f"run.root={tmp_path}"])
+    assert rd.default_run_name("x") != rd.default_run_name("x")  # two runs in the same second
+    first = rd.create_run_dir(cfg, "r")
+    assert Path(first, "config.yaml").is_file()
+    with pytest.raises(rd.RunDirError, match="belongs to another run; choose another run.name, or add --resume"):
+        rd.create_run_dir(cfg, "r")
+
+
+def test_resume_says_which_changed_setting_applies():
+    from pipeline.config import TrainConfig
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.0)
+    saved = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 32}
+    said = ckpt.apply_changed_settings("step-5.pt", saved, TrainConfig(optimizer="sgd", lr=0.1, momentum=0.5, weight_decay=0.01,
+                                                                       batch_size=32), optimizer)
+    assert any("train.momentum was 0.9 in step-5.pt, now 0.5: the new value applies from here" in s for s in said)
+    assert optimizer.param_groups[0]["momentum"] == 0.5 and optimizer.param_groups[0]["weight_decay"] == 0.01
+    with pytest.raises(ckpt.CheckpointError, match="train.optimizer=sgd, this run has adamw: its state cannot carry over"):
+        ckpt.apply_changed_settings("step-5.pt", saved, TrainConfig(optimizer="adamw"), optimizer)
