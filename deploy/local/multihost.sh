@@ -158,7 +158,8 @@ EOF
 {"identities": [{"name": "rig", "credentials": [{"accessKey": "rig", "secretKey": "$key"}],
                  "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
 EOF
-    # spark-defaults.conf: what every driver, master and worker on the rig reads.
+    # spark-defaults.conf: what every driver, master and worker on the rig reads. Jobs wait
+    # for every worker's executor before their first task (as a cluster sized for the job).
     cat >"$DIR/spark-conf/spark-defaults.conf" <<EOF
 spark.master                     spark://$(addr n1):7077
 spark.authenticate               true
@@ -169,6 +170,8 @@ spark.eventLog.compress          false
 spark.eventLog.rolling.enabled   false
 spark.ui.showConsoleProgress     false
 spark.sql.execution.arrow.pyspark.enabled true
+spark.scheduler.minRegisteredResourcesRatio 1.0
+spark.scheduler.maxRegisteredResourcesWaitingTime 60s
 EOF
   )
 }

@@ -36,10 +36,19 @@ def metrics(rig, run_dir: str) -> list[dict]:
     return [json.loads(line) for line in rig.read_text(f"{run_dir}/metrics.jsonl").splitlines()]
 
 
-def restore(rig, node: str) -> None:
-    """Bring a killed compute node's services back for the tests after."""
-    rig.start(node, "sshd")
-    rig.start(node, "spark-worker")
+def lose_host(rig, launcher, wait, node: str = "n3", timeout: float = 600) -> tuple[str, float]:
+    """Once ``wait()`` returns, SIGKILL every process on ``node`` (a lost host); return the
+    launcher's output and the seconds it ran after the kill. The host's services come back
+    afterwards, for the tests that follow."""
+    try:
+        wait()
+        killed_at = time.monotonic()
+        rig.kill(node)
+        return launcher.communicate(timeout=timeout)[0], time.monotonic() - killed_at
+    finally:
+        launcher.kill()
+        rig.start(node, "sshd")
+        rig.start(node, "spark-worker")
 
 
 def test_a_lost_host_fails_the_job_naming_it_and_resume_finishes_sample_exactly(rig, version):
@@ -50,15 +59,7 @@ def test_a_lost_host_fails_the_job_naming_it_and_resume_finishes_sample_exactly(
               "train.epochs=3", "train.checkpoint_every_steps=5", f"train.batch_size={BATCH}", "dist.timeout_s=60",
               f"data.version={version.rsplit('/', 1)[1]}"]
     launcher = rig.popen("n1", sys.executable, "-m", "pipeline", "train", "--hosts", "n2:1,n3:1", *common)
-    try:
-        wait_for_checkpoint(rig, run_dir, steps + 5, launcher)  # mid-epoch 2
-        killed_at = time.monotonic()
-        rig.kill("n3")
-        out = launcher.communicate(timeout=180)[0]
-        took = time.monotonic() - killed_at
-    finally:
-        launcher.kill()
-        restore(rig, "n3")
+    out, took = lose_host(rig, launcher, lambda: wait_for_checkpoint(rig, run_dir, steps + 5, launcher), timeout=180)  # mid-epoch 2
     assert launcher.returncode != 0 and took <= 60, (took, out[-3000:])
     errors = [line for line in out.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "n3" in errors[0] and "lost" in errors[0], out[-3000:]
@@ -83,13 +84,7 @@ def test_elastic_horovod_goes_on_without_a_lost_host(rig, version):
                          "--hosts", "n1:1,n2:1,n3:1", *DATA, f"run.root={FAULTS}/runs", "run.name=elastic", "train.epochs=2",
                          "train.checkpoint_every_steps=5", f"train.batch_size={BATCH}", "dist.elastic=true", "dist.min_np=2",
                          "dist.commit_every_steps=5", "dist.timeout_s=60", f"data.version={version.rsplit('/', 1)[1]}")
-    try:
-        wait_for_checkpoint(rig, run_dir, 8, launcher)
-        rig.kill("n3")
-        out = launcher.communicate(timeout=600)[0]
-    finally:
-        launcher.kill()
-        restore(rig, "n3")
+    out, _ = lose_host(rig, launcher, lambda: wait_for_checkpoint(rig, run_dir, 8, launcher))
     assert launcher.returncode == 0, out[-4000:]
     report = rig.read_json(f"{run_dir}/report.json")
     assert report["world_size"] == 2 and sorted(report["hosts"]) == ["n1", "n2"]
@@ -122,13 +117,7 @@ def _wait_for_task_on(rig, host_addr: str, launcher, deadline_s: float = 180) ->
 def test_a_spark_worker_lost_during_prepare_changes_nothing(rig, version):
     data = [f"data.root={FAULTS}/worker-lost", f"data.source.path={DIGITS_CSV}"]
     launcher = rig.popen("n1", *spark_submit("jobs/preprocess.py", "--config", str(DIGITS_CONF), *data))
-    try:
-        _wait_for_task_on(rig, rig.addr("n3"), launcher)
-        rig.kill("n3")
-        out = launcher.communicate(timeout=600)[0]
-    finally:
-        launcher.kill()
-        restore(rig, "n3")
+    out, _ = lose_host(rig, launcher, lambda: _wait_for_task_on(rig, rig.addr("n3"), launcher))
     assert launcher.returncode == 0, out[-4000:]
     again = rig.read_json(f"{out.strip().splitlines()[-1]}/manifest.json")
     undisturbed = rig.read_json(f"{version}/manifest.json")

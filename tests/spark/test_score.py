@@ -83,7 +83,7 @@ def test_bad_and_unlabeled_rows(spark, trained, tmp_path):
 
 @pytest.mark.parametrize("override,expect", [
     ("data.source.classes=[9,8,7,6,5,4,3,2,1,0]", r"data.source.classes \['9', '8'.* differ from the model's classes \['0', '1'"),
-    ("data.tensor.columns=[" + ",".join(f"c{i}" for i in range(1, 65)) + "]", r"feature 'image' reads columns \['c1', .*the model was trained on \['c0'"),
+    ("data.tensor.columns=[" + ",".join(f"c{i}" for i in range(1, 65)) + "]", r"feature 'image' reads columns \[c1, c2, .*the model was trained on \[c0, c1, "),
     ("data.tensor.shape=[1,4,16]", r"feature 'image' is .*\[1, 4, 16\].* in the config"),
 ])
 def test_a_config_that_reads_the_input_differently_from_the_model_is_refused(spark, trained, tmp_path, override, expect):
