@@ -82,7 +82,8 @@ def provenance() -> dict:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=RESULTS.parent,
                                 check=True).stdout.strip()
-        if subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=RESULTS.parent).returncode != 0:
+        # Results written by an earlier part of the same run are not code changes.
+        if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", ".", ":(exclude)bench/results"], cwd=RESULTS.parent).returncode != 0:
             commit += "+uncommitted"
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
