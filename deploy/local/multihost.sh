@@ -159,7 +159,10 @@ EOF
                  "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
 EOF
     # spark-defaults.conf: what every driver, master and worker on the rig reads. Jobs wait
-    # for every worker's executor before their first task (as a cluster sized for the job).
+    # for every worker's executor before their first task (as a cluster sized for the job):
+    # the ratio counts against spark.cores.max (without it standalone expects 0 cores and
+    # never waits), and no locality wait, so reduce tasks go to free executors on every
+    # host instead of queuing for the one that holds the map output.
     cat >"$DIR/spark-conf/spark-defaults.conf" <<EOF
 spark.master                     spark://$(addr n1):7077
 spark.authenticate               true
@@ -172,6 +175,8 @@ spark.ui.showConsoleProgress     false
 spark.sql.execution.arrow.pyspark.enabled true
 spark.scheduler.minRegisteredResourcesRatio 1.0
 spark.scheduler.maxRegisteredResourcesWaitingTime 60s
+spark.cores.max                  $NODES
+spark.locality.wait              0s
 EOF
   )
 }
