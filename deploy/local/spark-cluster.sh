@@ -100,6 +100,8 @@ write_conf() {
   mkdir -p "$DIR/conf" "$DIR/events"
   (
     umask 077
+    # Jobs wait for an executor on every worker before their first task (the ratio counts
+    # against spark.cores.max; without it a standalone app expects 0 cores and never waits).
     cat >"$DIR/conf/spark-defaults.conf" <<EOF
 spark.master                 $URL
 spark.authenticate           true
@@ -108,6 +110,9 @@ spark.eventLog.enabled       true
 spark.eventLog.dir           file://$DIR/events
 spark.eventLog.compress      false
 spark.eventLog.rolling.enabled false
+spark.cores.max              $((WORKERS * CORES))
+spark.scheduler.minRegisteredResourcesRatio 1.0
+spark.scheduler.maxRegisteredResourcesWaitingTime 60s
 EOF
   )
 }
