@@ -135,10 +135,22 @@ class ImageConfig:
 
 @dataclass
 class SequenceConfig:
-    """Bounds on series length; a series outside them is rejected."""
+    """Series (UCR/UEA ``.ts``, synthetic sequences).
+
+    Args:
+        min_length, max_length: bounds on series length; a series outside them is rejected.
+        normalize: ``per_channel`` standardises each channel with the train split's mean and
+            std; ``per_series`` z-normalises each series, channel by channel, on its own (what
+            the time-series classification literature does); ``none`` keeps the values.
+        missing: a missing value (``?``, ``NaN``) ``reject``s its row (with the reason), or
+            is filled: ``interpolate`` linearly between its neighbours (the ends take the
+            nearest value), ``mean`` with its channel's mean in that series.
+    """
 
     min_length: int = 1
     max_length: int = 100_000
+    normalize: str = "per_channel"
+    missing: str = "reject"
 
 
 @dataclass
@@ -270,6 +282,8 @@ class ModelConfig:
         dropout: dropout before the classifier (and between MLP layers).
         batch_norm: batch norm after each layer (MLP, CNN).
         activation: MLP/CNN non-linearity: relu | gelu | tanh.
+        sync_batch_norm: batch norm statistics over the global batch (every rank's rows),
+            so N ranks x b train as 1 x N*b; costs two small all-reduces per layer and step.
     """
 
     type: str = "cnn"
@@ -283,6 +297,7 @@ class ModelConfig:
     dropout: float = 0.0
     batch_norm: bool = True
     activation: str = "relu"
+    sync_batch_norm: bool = False
 
 
 @dataclass
@@ -290,7 +305,12 @@ class TrainConfig:
     """Optimisation. ``batch_size`` is per rank; the global batch is batch_size x world size.
 
     Args:
-        scale_lr: multiply lr by the world size (the usual rule for a larger global batch).
+        scale_lr: multiply lr by the global batch (world size x batch_size x
+            accumulate_steps) over ``reference_batch`` (the linear scaling rule); see
+            :mod:`pipeline.train.schedule`.
+        reference_batch: the global batch ``lr`` was tuned for; None: the run's first
+            ``batch_size x accumulate_steps`` on one rank (kept in its checkpoints, so a
+            resume with another batch size keeps the rate of the same global batch).
         warmup_epochs: linear warm-up from lr to the scaled lr over this many epochs.
         schedule: after warm-up, ``cosine`` decays to 0 at the last epoch, ``step``
             multiplies by ``gamma`` every ``step_epochs``, ``none`` keeps it constant.
@@ -305,6 +325,9 @@ class TrainConfig:
         keep_checkpoints: newest checkpoint files kept in ``checkpoints/``.
         skip_nonfinite: when the averaged gradients are NaN or inf, skip that batch (counted
             in report.json) instead of stopping the run.
+        restore_best: at the end, go back to the weights of the epoch with the best
+            ``early_stopping_metric`` (needs a val split): they are what is tested and saved
+            in model.pt (report.json's ``best_epoch``). False keeps the last epoch's.
     """
 
     epochs: int = 10
@@ -315,6 +338,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     seed: int = 0
     scale_lr: bool = True
+    reference_batch: Optional[int] = None
     warmup_epochs: float = 1.0
     schedule: str = "cosine"
     step_epochs: int = 10
@@ -327,6 +351,7 @@ class TrainConfig:
     checkpoint_every_steps: int = 0
     keep_checkpoints: int = 2
     skip_nonfinite: bool = False
+    restore_best: bool = True
 
 
 @dataclass
@@ -386,6 +411,8 @@ CHOICES = {
     "data.reject.action": ("fail", "quarantine"),
     "data.reader.remainder": ("drop", "pad"),
     "data.reader.layout": ("contiguous", "interleaved"),
+    "data.sequence.normalize": ("per_channel", "per_series", "none"),
+    "data.sequence.missing": ("reject", "interpolate", "mean"),
     "model.type": ("mlp", "cnn", "rnn"),
     "model.rnn_cell": ("lstm", "gru"),
     "model.activation": ("relu", "gelu", "tanh"),

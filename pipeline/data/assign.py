@@ -97,20 +97,24 @@ LAYOUTS = ("contiguous", "interleaved")
 
 
 def plan_epoch(total_rows: int, world_size: int, batch_size: int, remainder: str = "drop",
-               layout: str = "contiguous") -> EpochPlan:
+               layout: str = "contiguous", resuming: bool = False) -> EpochPlan:
     """Steps so that every rank reads the same number of full batches of ``total_rows``.
 
+    ``resuming``: ``total_rows`` is what an epoch has left after a resume; rows too few for
+    one global batch (or none) just mean zero steps: the epoch is over.
+
     Raises:
-        ShareError: fewer rows than ``world_size * batch_size`` with ``drop``, or no rows.
+        ShareError: a whole epoch with fewer rows than ``world_size * batch_size`` with
+            ``drop``, or no rows.
     """
     if world_size < 1 or batch_size < 1:
         raise ShareError(f"world_size ({world_size}) and batch_size ({batch_size}) must be >= 1")
     global_batch = world_size * batch_size
-    if total_rows == 0:
+    if total_rows == 0 and not resuming:
         raise ShareError("the split has no rows")
     if remainder == "drop":
         steps = total_rows // global_batch
-        if steps == 0:
+        if steps == 0 and not resuming:
             raise ShareError(
                 f"{total_rows} rows cannot fill one global batch of {world_size} ranks x {batch_size}; "
                 "lower train.batch_size or --np, or set data.reader.remainder=pad"

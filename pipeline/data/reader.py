@@ -152,7 +152,8 @@ class ShardReader(torch.utils.data.IterableDataset):
         """This segment's plan (train mode): the rest of the epoch on this world size."""
         if self.mode != "train":
             return None
-        return assign.plan_epoch(assign.spans_length(self._remaining()), self.world_size, self.batch_size, self.remainder, self.layout)
+        return assign.plan_epoch(assign.spans_length(self._remaining()), self.world_size, self.batch_size, self.remainder,
+                                 self.layout, resuming=bool(self._history))
 
     def __len__(self) -> int:
         """Batches this rank yields in the (rest of the) current epoch."""

@@ -96,8 +96,9 @@ class Collective:
     def is_root(self) -> bool:
         return self.rank == 0
 
-    def broadcast_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        """Make every rank start from rank 0's parameters, buffers and optimizer state."""
+    def broadcast_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, with_optimizer: bool) -> None:
+        """Make every rank start from rank 0's parameters and buffers, and its optimizer
+        state when ``with_optimizer`` (a resume: a fresh optimizer has none to send)."""
 
     def wrap_model(self, model: torch.nn.Module, fp16: bool = False) -> torch.nn.Module:
         """The module to call in training (DDP wraps it; Horovod and single use it as is)."""
@@ -129,6 +130,12 @@ class Collective:
     def allreduce_sum(self, values: torch.Tensor, name: str) -> torch.Tensor:
         """Element-wise sum of ``values`` over ranks (float64 in, float64 out)."""
         return values.clone()
+
+    def synchronize_batch_norm(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` with batch norm over the global batch (``model.sync_batch_norm``)."""
+        from pipeline.dist import sync_batch_norm
+
+        return sync_batch_norm.convert(model, self)
 
     def average_buffers(self, model: torch.nn.Module) -> None:
         """Average float buffers (batch-norm running stats), so every rank evaluates one model."""

@@ -36,7 +36,7 @@ class Classifier(nn.Module):
         tensors: names of float tensor features (flattened and concatenated for the MLP).
         categorical: name of the categorical feature (MLP embeddings), if any.
         cardinalities: vocabulary size (with the OOV bucket) per categorical column.
-        sequence: name of the sequence feature (RNN), if any.
+        sequence: name of the variable-length sequence feature (RNN, masked CNN), if any.
     """
 
     def __init__(self, kind: str, network: nn.Module, tensors: list[str], categorical: str | None = None,
@@ -53,6 +53,8 @@ class Classifier(nn.Module):
             x = batch[self.tensors[0]].transpose(1, 2)  # equal-length series [B, dims, L] -> [B, L, dims]
             return self.network(x, torch.full((len(x),), x.shape[1], dtype=torch.int64))
         if self.kind == "cnn":
+            if self.sequence is not None:  # [B, T, dims] time-major, padded -> [B, dims, T]
+                return self.network(batch[self.sequence].transpose(1, 2), batch[length_column(self.sequence)])
             return self.network(batch[self.tensors[0]])
         parts = [batch[name].flatten(1) for name in self.tensors]
         if self.categorical is not None:
@@ -77,8 +79,12 @@ def build_model(cfg: ModelConfig, schema: dict) -> Classifier:
         return Classifier("mlp", net, tensors, categorical, cards)
     if cfg.type == "cnn":
         shapes = [features[n]["shape"] for n in tensors]
+        if sequence is not None and not tensors and not categorical:  # variable-length series: masked 1-D CNN
+            net = ConvNet([features[sequence]["dims"], 1], num_classes, cfg.channels, cfg.kernel_size, cfg.dropout, cfg.batch_norm, cfg.activation)
+            return Classifier("cnn", net, [], sequence=sequence)
         if len(tensors) != 1 or len(shapes[0]) not in (2, 3) or categorical or sequence:
-            raise ModelError(f"model.type=cnn needs one [C, L] series or [C, H, W] image feature; the dataset has {_describe(features)}")
+            raise ModelError(f"model.type=cnn needs one [C, L] series, a variable-length series or one [C, H, W] image feature; "
+                             f"the dataset has {_describe(features)}")
         return Classifier("cnn", ConvNet(shapes[0], num_classes, cfg.channels, cfg.kernel_size, cfg.dropout, cfg.batch_norm, cfg.activation), tensors)
     if cfg.type == "rnn":
         if sequence is not None:

@@ -1,8 +1,11 @@
-"""Convolutional classifier for images [C, H, W] (2-D) and series [C, L] (1-D)."""
+"""Convolutional classifier for images [C, H, W] (2-D) and series [C, L] (1-D), the series
+either of one length or of many (padded, with lengths: masked convolution blocks and
+masked global pooling, so a row's logits do not depend on its batch's padding)."""
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from pipeline.models.mlp import ACTIVATIONS
 
@@ -43,5 +46,26 @@ class ConvNet(nn.Module):
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(pool(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(width, num_classes))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``x``: [B, C, H, W] or [B, C, L]; with ``lengths`` [B], series padded past them."""
+        if lengths is None:
+            return self.head(self.features(x))
+        mask = (torch.arange(x.shape[2], device=x.device)[None, :] < lengths.to(x.device)[:, None])  # [B, L]
+        weights = mask.unsqueeze(1).to(x.dtype)
+        x = x * weights
+        for layer in self.features:
+            if isinstance(layer, _BatchNorm):
+                x = masked_batch_norm(layer, x, mask)
+            else:
+                x = layer(x) * weights  # padding stays zero: a conv past the end sees what "same" padding shows
+        pooled = x.sum(2) / lengths.to(x.device).clamp_min(1).to(x.dtype)[:, None]
+        return self.head[2:](pooled)  # after AdaptiveAvgPool + Flatten: dropout, classifier
+
+
+def masked_batch_norm(norm: _BatchNorm, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``norm`` over the valid steps of [B, C, L] only: they go through it as [N, C] rows, so
+    the statistics (local or synchronized) never count padding."""
+    steps = x.transpose(1, 2)  # [B, L, C]
+    out = torch.zeros_like(steps)
+    out[mask] = norm(steps[mask])
+    return out.transpose(1, 2)

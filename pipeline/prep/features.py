@@ -246,6 +246,7 @@ class Series:
     fixed_length: int | None
     name: str = "series"
     extra_reasons: list = field(default_factory=list)
+    normalize: str = "per_channel"  # data.sequence.normalize
 
     def reasons(self) -> list:
         from pyspark.sql import functions as F
@@ -255,7 +256,9 @@ class Series:
             validate.Check(F.col("_error").isNotNull(), "series: malformed", F.col("_error")),
             validate.Check(F.col("_dims") != self.dims, f"series: expected {self.dims} dimensions", F.col("_dims")),
             validate.Check((length < self.min_length) | (length > self.max_length), f"series: length outside [{self.min_length}, {self.max_length}]", length),
-            validate.Check(F.exists(F.col("_values"), lambda x: F.isnan(x) | (F.abs(x) == float("inf"))), "series: missing, NaN or infinite value"),
+            validate.Check(F.exists(F.col("_values"), lambda x: F.isnan(x)),
+                           "series: missing value ('?' or NaN; data.sequence.missing=interpolate fills gaps)"),
+            validate.Check(F.exists(F.col("_values"), lambda x: F.abs(x) == float("inf")), "series: infinite value"),
         ]
         if self.fixed_length is not None:
             checks.append(validate.Check(length != self.fixed_length, f"series: expected length {self.fixed_length}", length))
@@ -264,6 +267,8 @@ class Series:
     def prepared(self, df):
         from pyspark.sql import functions as F
 
+        if self.normalize == "per_series":
+            df = df.withColumn("_values", self._z_normalized())
         if self.fixed_length is not None:
             return df.withColumn(self.name, F.col("_values"))
         # channel-major (d * L + t) -> time-major (t * D + d)
@@ -279,9 +284,30 @@ class Series:
             return lambda i: (i / self.fixed_length).cast("int")
         return lambda i: i % self.dims
 
+    def _z_normalized(self):
+        """``_values`` (channel-major) with each channel of each series at mean 0, std 1
+        (population std; a constant channel becomes 0)."""
+        from pyspark.sql import functions as F
+
+        length = F.greatest(F.col("_length"), F.lit(1))
+        means, stds = [], []
+        for c in range(self.dims):
+            segment = F.slice(F.col("_values"), length * c + 1, length)
+            mean = F.aggregate(segment, F.lit(0.0), lambda acc, x: acc + x) / length
+            var = F.aggregate(segment, F.lit(0.0), lambda acc, x: acc + (x - mean) * (x - mean)) / length
+            means.append(mean)
+            stds.append(F.when(F.sqrt(var) > 1e-8, F.sqrt(var)).otherwise(F.lit(1.0)))
+        mean, std = F.array(*means), F.array(*stds)
+        channel = lambda i: (i / length).cast("int") + 1  # noqa: E731
+        return F.transform(F.col("_values"), lambda x, i: (x - F.element_at(mean, channel(i))) / F.element_at(std, channel(i)))
+
     def fit(self, train_df) -> dict:
-        mean, std = channel_stats(train_df, self.name, self.dims, self._channel_of())
-        return {"type": "standardize", "axis": "channel", "mean": mean, "std": std, "applied_in": "prepare"}
+        if self.normalize == "per_channel":
+            mean, std = channel_stats(train_df, self.name, self.dims, self._channel_of())
+        else:  # per_series (already z-normalised) or none: identity
+            mean, std = [0.0] * self.dims, [1.0] * self.dims
+        return {"type": "standardize", "axis": "channel", "mean": mean, "std": std, "applied_in": "prepare",
+                "normalize": self.normalize, "length": self.fixed_length}
 
     def outputs(self, fitted: dict) -> list:
         from pyspark.sql import functions as F

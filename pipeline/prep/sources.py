@@ -163,8 +163,10 @@ def read_table(spark, data: DataConfig, require_label: bool = True) -> RawData:
     return RawData(df, columns, source.label, key, files, builders, [validate.check_reason(malformed)])
 
 
-def read_source(spark, data: DataConfig, require_label: bool = True) -> RawData:
-    """Dispatch on ``data.source.type``; ``require_label`` as in :func:`read_table`."""
+def read_source(spark, data: DataConfig, require_label: bool = True, trained: dict | None = None) -> RawData:
+    """Dispatch on ``data.source.type``; ``require_label`` as in :func:`read_table`;
+    ``trained``: when scoring, the model bundle (a source whose form is decided from the
+    data, such as a series' length, takes the model's instead)."""
     source = data.source
     if source.type == "synthetic":
         from pipeline.prep.synthetic import read_synthetic
@@ -181,7 +183,12 @@ def read_source(spark, data: DataConfig, require_label: bool = True) -> RawData:
     if source.type == "ucr":
         from pipeline.prep.ucr import read_ucr
 
-        return read_ucr(spark, data)
+        series = None
+        if trained is not None:
+            spec = trained["schema"]["features"].get("series", {})
+            series = dict(trained["featurizer"].get("series", {}))
+            series.setdefault("length", spec["shape"][1] if spec.get("kind") == "tensor" else None)
+        return read_ucr(spark, data, series)
     raise SourceError(f"data.source.type {source.type!r} is not supported")
 
 

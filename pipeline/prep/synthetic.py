@@ -152,5 +152,5 @@ def read_synthetic(spark, data: DataConfig) -> RawData:
         h, w = cfg.image_size
         return RawData(_images(base, cfg), ["id", "label"], "label", ["id"], [], [features.DecodedImage([cfg.channels, h, w])], classes=classes)
     seq = data.sequence
-    builder = features.Series(cfg.dims, max(seq.min_length, 1), seq.max_length, None)
+    builder = features.Series(cfg.dims, max(seq.min_length, 1), seq.max_length, None, normalize=seq.normalize)
     return RawData(_sequences(base, cfg), ["id", "label"], "label", ["id"], [], [builder], classes=classes)

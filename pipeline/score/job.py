@@ -106,7 +106,7 @@ def _run(cfg: Config, spark, raw_bundle: bytes, bundle: dict, input_path: str, s
     schema = bundle["schema"]
     classes = [str(c) for c in schema["label"]["classes"]]
     data = dataclasses.replace(cfg.data, source=dataclasses.replace(cfg.data.source, path=input_path))
-    raw = sources.read_source(spark, data, require_label=False)
+    raw = sources.read_source(spark, data, require_label=False, trained=bundle)
     difference = config_difference(raw, cfg.data.source.classes, bundle)
     if difference:
         raise ScoreError(f"{difference}; score with the config the model was trained with (its run's config.yaml)")

@@ -13,23 +13,24 @@ import math
 import socket
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from pipeline import storage
-from pipeline.config import Config, TrainConfig, to_dict, with_absolute_locations
+from pipeline.config import Config, to_dict, with_absolute_locations
 from pipeline.data import ShardReader
 from pipeline.data.cache import ShardCache
 from pipeline.dist import Collective
 from pipeline.dist.base import RankFailure
-from pipeline.manifest import dataset_dir, read_manifest
+from pipeline.manifest import read_manifest
 from pipeline.models import build_model
 from pipeline.schema import LABEL_COLUMN, ROW_ID_COLUMN
 from pipeline.train import checkpoint as ckpt
 from pipeline.train import run_dir as rd
-from pipeline.train.schedule import learning_rate, set_learning_rate
+from pipeline.train.schedule import learning_rate, reference_batch, set_learning_rate
+from pipeline.train.state import Progress, dataset_path, find_run_to_resume, float_buffers, make_optimizer, mean_buffers
 from pipeline.train.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
@@ -41,71 +42,6 @@ class TrainResult:
 
     run_dir: str
     report: dict
-
-
-@dataclass
-class Progress:
-    """Where training stands, besides model and optimizer: what a checkpoint or an elastic
-    commit saves. Fields are replaced, never mutated in place (an elastic commit keeps
-    references, not copies).
-
-    ``reader`` is the train reader's state mid-epoch (None at an epoch boundary); ``sums``
-    are this epoch's global [loss x n, correct, seen] folded in so far, ``seconds`` and
-    ``waited`` its wall time and input wait, ``stepping`` its time in the optimizer step,
-    which waits for the gradient all-reduce (means over ranks).
-    """
-
-    epoch: int = 0
-    global_step: int = 0
-    reader: dict | None = None
-    sums: list = field(default_factory=lambda: [0.0, 0.0, 0.0])
-    seconds: float = 0.0
-    waited: float = 0.0
-    stepping: float = 0.0
-    history: list = field(default_factory=list)
-    best: float | None = None
-    bad_epochs: int = 0
-    stopped: bool = False
-    skipped: int = 0
-
-    def commit(self) -> None:
-        """Outside elastic mode progress lives in checkpoints only."""
-
-    @classmethod
-    def fields_of(cls, state) -> dict:
-        """The Progress fields of ``state`` (a Progress or Horovod's elastic state)."""
-        return {k: getattr(state, k) for k in cls.__dataclass_fields__}
-
-
-def dataset_path(cfg: Config) -> str:
-    """The dataset version training reads: ``data.version`` if set, else LATEST."""
-    ddir = dataset_dir(cfg.data.root, cfg.data.name or cfg.name)
-    return storage.join(ddir, cfg.data.version) if cfg.data.version else ddir
-
-
-def make_optimizer(cfg: TrainConfig, params, lr: float) -> torch.optim.Optimizer:
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
-
-
-def find_run_to_resume(cfg: Config) -> str:
-    """``run.root/run.name`` if named, else the run of this experiment whose newest
-    checkpoint is the most recent."""
-    root = cfg.run.root
-    if cfg.run.name:
-        return storage.join(root, cfg.run.name)
-    newest = {}
-    for run in storage.list_dirs(root):
-        if storage.basename(run).startswith(f"{cfg.name}-"):
-            files = ckpt.checkpoint_entries(run)
-            if files:
-                newest[run] = max(f.mtime_ns or 0 for f in files)
-    if not newest:
-        raise ckpt.CheckpointError(
-            f"--resume: no run of {cfg.name!r} with a checkpoint under {root}/; name one with run.name=<dir>"
-        )
-    return max(newest, key=newest.get)
 
 
 class Trainer:
@@ -125,9 +61,13 @@ class Trainer:
             self.fingerprint = self.manifest["fingerprint"]
             torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank (rank 0's win anyway)
             self.model = build_model(cfg.model, self.manifest["schema"])
+            if cfg.model.sync_batch_norm:
+                self.model = collective.synchronize_batch_norm(self.model)
             self.optimizer = make_optimizer(cfg.train, self.model.parameters(), cfg.train.lr)
         self.first_step_at: float | None = None  # wall clock of this process's first step (startup cost)
         self.unreadable_checkpoints: list[str] = []
+        self.reference_batch = reference_batch(self.cfg.train)  # a resume takes the run's own
+        self._resumed_buffers: dict | None = None
         # With peers, a rank that stops making progress ends itself (and so the job).
         self.watchdog = Watchdog(1.5 * cfg.dist.timeout_s, collective.rank) if collective.size > 1 else None
         self._build_readers()
@@ -198,7 +138,9 @@ class Trainer:
             name = coll.broadcast_object(cfg.run.name or rd.default_run_name(cfg.name), "run_name")  # collective
             with self._agreed():
                 self.run_dir = rd.create_run_dir(cfg, name, explicit=bool(cfg.run.name)) if coll.is_root else storage.join(cfg.run.root, name)
-        coll.broadcast_state(self.model, self.optimizer)  # collective
+        coll.broadcast_state(self.model, self.optimizer, with_optimizer=resume)  # collective
+        if resume and self._resumed_buffers:  # this rank's own statistics, after rank 0's were broadcast
+            self.model.load_state_dict(self._resumed_buffers, strict=False)
         self.train_model = coll.wrap_model(self.model, cfg.dist.fp16_allreduce)
         self.optimizer = coll.wrap_optimizer(self.optimizer, self.model, cfg.dist.fp16_allreduce, cfg.train.accumulate_steps)
         if coll.is_root:
@@ -211,6 +153,11 @@ class Trainer:
             progress = coll.run_elastic(self._train, self.model, self.optimizer, on_reset=self._beat, **asdict(progress))
         else:
             progress = self._train(progress)
+        if cfg.train.restore_best and progress.best_state is not None and progress.best_epoch != len(progress.history):
+            self.model.load_state_dict(progress.best_state)  # the best epoch's weights go to test and model.pt
+            if coll.is_root:
+                log.info("restoring the weights of epoch %d (best %s %.4f)", progress.best_epoch,
+                         cfg.train.early_stopping_metric, progress.best)
         test = self._evaluate("test", prefix="test_")
         hosts = coll.allgather_object(socket.gethostname(), "hosts")  # collective: where each rank ran
         report = self._report(progress, test, resumed_from, hosts)
@@ -287,7 +234,7 @@ class Trainer:
             if not last_in_group:
                 continue
             progress = st.epoch + (consumed + (i + 1 - group) * per_batch) / reader.total_rows
-            set_learning_rate(self.optimizer, learning_rate(tc, coll.size, progress))
+            set_learning_rate(self.optimizer, learning_rate(tc, coll.size, progress, self.reference_batch))
             t0 = time.perf_counter()
             coll.step(self.optimizer, functools.partial(self._check_gradients, st, i, steps))  # collective: gradients averaged
             self._beat()
@@ -358,16 +305,20 @@ class Trainer:
         }
 
     def _early_stopping(self, st, record: dict) -> None:
+        """Track the best epoch by ``early_stopping_metric`` (its weights too, when
+        ``restore_best``) and stop after ``early_stopping_patience`` epochs without one."""
         tc = self.cfg.train
         value = record[tc.early_stopping_metric]
-        if tc.early_stopping_patience == 0 or math.isnan(value):
+        if math.isnan(value):
             return
         sign = 1.0 if tc.early_stopping_metric == "val_loss" else -1.0  # lower is better after sign
         if st.best is None or sign * value < sign * st.best - tc.early_stopping_min_delta:
-            st.best, st.bad_epochs = value, 0
+            st.best, st.bad_epochs, st.best_epoch = value, 0, record["epoch"]
+            if tc.restore_best:  # buffers are averaged at epoch ends: every rank holds the same copy
+                st.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             return
         st.bad_epochs += 1
-        if st.bad_epochs >= tc.early_stopping_patience:
+        if tc.early_stopping_patience and st.bad_epochs >= tc.early_stopping_patience:
             st.stopped = True
             if self.coll.is_root:
                 log.info("early stopping after epoch %d: %s has not improved on %.4f for %d epochs",
@@ -396,13 +347,16 @@ class Trainer:
         state, config, dataset fingerprint and world size as one object (and metrics.jsonl
         when ``metrics``); every rank learns whether that worked."""
         rng = self.coll.allgather_object(torch.get_rng_state(), "rng")  # collective
+        # Every rank's batch-norm statistics (they differ between ranks mid-epoch), so a
+        # resume on the same world size restores each rank's own: exact, also with batch norm.
+        buffers = self.coll.allgather_object(float_buffers(self.model), "buffers")  # collective
         with self._agreed():
             if self.coll.is_root:
-                self._write_checkpoint(st, rng)
+                self._write_checkpoint(st, rng, buffers)
                 if metrics:
                     rd.write_metrics(self.run_dir, st.history)
 
-    def _write_checkpoint(self, st, rng: list) -> None:
+    def _write_checkpoint(self, st, rng: list, buffers: list) -> None:
         state = {
             "global_step": st.global_step,
             "world_size": self.coll.size,
@@ -411,9 +365,11 @@ class Trainer:
             "config": to_dict(self.cfg),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": {"kind": self.cfg.train.schedule, "lr": self.optimizer.param_groups[0]["lr"]},
+            "scheduler": {"kind": self.cfg.train.schedule, "lr": self.optimizer.param_groups[0]["lr"],
+                          "reference_batch": self.reference_batch},
             "progress": Progress.fields_of(st),
             "rng": rng,
+            "rank_buffers": buffers,
         }
         ckpt.save_checkpoint(self.run_dir, state, self.cfg.train.keep_checkpoints)
 
@@ -429,10 +385,15 @@ class Trainer:
                 self.model.load_state_dict(state["model"])
                 self.optimizer.load_state_dict(state["optimizer"])
                 ckpt.apply_changed_settings(path, state["config"]["train"], self.cfg.train, self.optimizer)
-                meta = {"path": path, "progress": state["progress"], "rng": state["rng"], "world_size": state["world_size"]}
+                meta = {"path": path, "progress": state["progress"], "rng": state["rng"], "world_size": state["world_size"],
+                        "reference_batch": self.cfg.train.reference_batch or state["scheduler"].get("reference_batch"),
+                        "rank_buffers": state.get("rank_buffers")}
                 # Epochs after the checkpoint will be trained again: their metric lines go.
                 rd.write_metrics(self.run_dir, state["progress"]["history"])
         meta = coll.broadcast_object(meta, "checkpoint")  # collective
+        self.reference_batch = meta["reference_batch"] or self.reference_batch
+        self._resumed_buffers = meta["rank_buffers"] and (
+            meta["rank_buffers"][coll.rank] if meta["world_size"] == coll.size else mean_buffers(meta["rank_buffers"]))
         if meta["world_size"] == coll.size:
             torch.set_rng_state(meta["rng"][coll.rank])
         else:  # a new world: fresh, distinct streams per rank
@@ -443,6 +404,10 @@ class Trainer:
                      progress.epoch + 1, progress.global_step, meta["world_size"], coll.size)
         return progress, meta["path"]
 
+    def _kept_epoch(self, st) -> int:
+        """The epoch whose weights end up in model.pt (1-based)."""
+        return st.best_epoch if self.cfg.train.restore_best and st.best_epoch else len(st.history)
+
     def _report(self, st: Progress, test: dict, resumed_from: str | None, hosts: list[str]) -> dict:
         history = st.history
         train_time = sum(h["epoch_seconds"] for h in history)
@@ -450,16 +415,18 @@ class Trainer:
             "test_accuracy": test["test_accuracy"],
             "test_loss": test["test_loss"],
             "test_samples": test["test_samples"],
-            "val_accuracy": history[-1]["val_accuracy"] if history else math.nan,
+            "val_accuracy": history[self._kept_epoch(st) - 1]["val_accuracy"] if history else math.nan,
             "world_size": self.coll.size,
             "hosts": hosts,  # by rank
             "engine": self.coll.engine,
             "threads_per_rank": self.coll.threads,
             "epochs": len(history),
             "early_stopped": st.stopped,
+            "best_epoch": self._kept_epoch(st),  # the epoch whose weights model.pt holds
             "global_steps": st.global_step,
             "steps_per_epoch": self.steps_per_epoch,
-            "global_batch_size": self.cfg.train.batch_size * self.coll.size,
+            "global_batch_size": self.cfg.train.batch_size * self.coll.size * self.cfg.train.accumulate_steps,
+            "reference_batch": self.reference_batch,
             "train_samples_per_sec": sum(h["train_samples"] for h in history) / train_time if train_time else math.nan,
             "train_seconds": train_time,
             "dataset_fingerprint": self.fingerprint,

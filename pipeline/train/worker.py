@@ -36,6 +36,9 @@ def train_rank(cfg: Config | dict, resume: bool = False) -> dict:
     try:
         setup_logging(collective.rank)
         result = Trainer(cfg, collective).fit(resume=resume)
+        # Every rank done before any tears its engine down: a Gloo process group destroyed
+        # while a peer still talks to it aborted a rank at exit (SIGABRT, seen under DDP).
+        collective.barrier()  # collective
         return {"run_dir": result.run_dir, "report": result.report, "is_root": collective.is_root}
     finally:
         collective.shutdown()

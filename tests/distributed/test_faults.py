@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.config import load_config
+from pipeline.manifest import read_manifest
 from pipeline.train.checkpoint import checkpoint_files
+from pipeline.train.schedule import learning_rate
 from tests.conftest import DIGITS_CONF, REPO
 
 pytestmark = pytest.mark.dist
@@ -90,9 +93,16 @@ def test_elastic_job_survives_a_killed_worker(digits_root):
     assert launcher.returncode == 0, output[-4000:]
     report = json.loads((tmp_path / "elastic" / "report.json").read_text())
     assert report["epochs"] == 8 and report["world_size"] == 1
-    sizes = [json.loads(line)["world_size"] for line in (tmp_path / "elastic" / "metrics.jsonl").read_text().splitlines()]
+    history = [json.loads(line) for line in (tmp_path / "elastic" / "metrics.jsonl").read_text().splitlines()]
+    sizes = [h["world_size"] for h in history]
     assert sizes[0] == 2 and sizes[-1] == 1, sizes
     assert report["test_accuracy"] > 0.9
+    # The rate follows the global batch (pipeline/train/schedule.py): after the shrink, 1 x 32
+    # rows per step, the conf's reference batch, so lr x 1 at the schedule's point.
+    cfg = load_config(DIGITS_CONF, ["train.epochs=8"]).train
+    rows = read_manifest(tmp_path.parent / "data-root" / "digits")[1]["splits"]["train"]["rows"]
+    progress = 7 + (rows // cfg.batch_size - 1) * cfg.batch_size / rows  # epoch 8's last step, on 1 rank
+    assert history[-1]["lr"] == pytest.approx(learning_rate(cfg, 1, progress), rel=1e-9)
     assert output.strip().splitlines()[-1] == str(tmp_path / "elastic")
 
 

@@ -78,3 +78,19 @@ def test_resume_from_two_horovod_ranks_onto_one(digits_version, tmp_path):
     diff = max_relative_difference(final_weights(tmp_path / "two"), final_weights(tmp_path / "one"))
     assert diff <= 1e-4, f"resumed on 1 rank, parameters differ from the 2-rank run by {diff:.2e}"
     assert [m["train_samples"] for m in metrics(tmp_path / "one")] == [m["train_samples"] for m in metrics(tmp_path / "two")]
+
+
+@pytest.mark.dist
+def test_resume_of_two_ranks_with_batch_norm_is_exact(digits_version, tmp_path):
+    """Mid-epoch, each rank's batch-norm statistics are its own: the checkpoint keeps every
+    rank's, and a resume on the same world size gives each rank back its own."""
+    root = digits_version[0].parent.parent
+    common = [f"data.root={root}", f"run.root={tmp_path}", "model.batch_norm=true", "model.dropout=0", "train.epochs=1",
+              "train.batch_size=16", "train.checkpoint_every_steps=10", "train.keep_checkpoints=100", "dist.engine=horovod"]
+    run_job(launch_argv("horovodrun", 2, [*common, "run.name=whole"]))
+    stopped_copy(tmp_path / "whole", "resumed", keep_step=20)
+    run_job(launch_argv("horovodrun", 2, [*common, "run.name=resumed"], resume=True))
+    whole, resumed = final_weights(tmp_path / "whole"), final_weights(tmp_path / "resumed")
+    assert any("running_mean" in name for name in whole)
+    diff = max_relative_difference(whole, resumed)
+    assert diff <= 1e-6, f"a 2-rank resume with batch norm ends {diff:.2e} away from the uninterrupted run"

@@ -5,6 +5,7 @@ import torch
 
 from pipeline.config import ModelConfig
 from pipeline.models import build_model
+from pipeline.train.checkpoint import checkpoint_files
 from pipeline.train.worker import train_rank
 from tests.conftest import digits_config
 
@@ -13,10 +14,17 @@ def test_early_stopping_stops_when_val_loss_stops_improving(digits_version, tmp_
     root = digits_version[0].parent.parent
     # min_delta larger than any possible gain: only the first epoch is an improvement.
     result = train_rank(digits_config(root, tmp_path, "dist.engine=single", "run.name=es", "train.epochs=10",
-                                      "train.early_stopping_patience=2", "train.early_stopping_min_delta=100"))
+                                      "train.early_stopping_patience=2", "train.early_stopping_min_delta=100",
+                                      "train.keep_checkpoints=10"))
     report = result["report"]
     assert report["early_stopped"] and report["epochs"] == 3
     assert len((tmp_path / "es" / "metrics.jsonl").read_text().splitlines()) == 3
+    # model.pt holds the best epoch's weights (the first: nothing later beat it by min_delta), not the last's.
+    assert report["best_epoch"] == 1
+    epoch_ends = {torch.load(p, weights_only=True)["progress"]["epoch"]: p for p in checkpoint_files(tmp_path / "es")}
+    saved = torch.load(tmp_path / "es" / "model.pt", weights_only=True)["state_dict"]
+    first, last = (torch.load(epoch_ends[e], weights_only=True)["model"] for e in (1, 3))
+    assert all(torch.equal(saved[k], first[k]) for k in saved) and not all(torch.equal(saved[k], last[k]) for k in saved)
 
 
 def test_gradient_clipping_bounds_every_update(digits_version, tmp_path):

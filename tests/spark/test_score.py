@@ -91,3 +91,23 @@ def test_a_config_that_reads_the_input_differently_from_the_model_is_refused(spa
     with pytest.raises(ScoreError, match=expect):
         score(digits_config(root, None, override), spark, run_dir / "model.pt", str(DIGITS_CSV), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_scoring_variable_length_series_does_what_training_did(spark, tmp_path):
+    """The masked CNN on JapaneseVowels, per-series normalised: scoring the archive's TEST
+    file gives the trainer's test accuracy, also when the scoring config asks for another
+    normalisation (the bundle's is the one applied)."""
+    from pipeline.config import load_config
+    from pipeline.prep import prepare
+    from tests.conftest import REPO
+
+    conf = REPO / "conf" / "vowels_cnn.yaml"
+    common = [f"data.root={tmp_path / 'data'}", f"data.source.path={REPO / 'data/raw/ucr'}/JapaneseVowels_*.ts"]
+    prepare(load_config(conf, [*common, "data.sequence.normalize=per_series"]), spark)
+    result = train_rank(load_config(conf, [*common, "data.sequence.normalize=per_series", f"run.root={tmp_path}", "run.name=v",
+                                           "dist.engine=single", "train.epochs=3"]))
+    report = result["report"]
+    scored = score(load_config(conf, common), spark, tmp_path / "v" / "model.pt",
+                   f"{REPO / 'data/raw/ucr'}/JapaneseVowels_TEST.ts", tmp_path / "out")
+    assert scored.metrics["scored_rows"] == report["test_samples"] == 370
+    assert scored.metrics["accuracy"] == pytest.approx(report["test_accuracy"], abs=1e-9) and report["test_accuracy"] > 0.5

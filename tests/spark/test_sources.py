@@ -8,8 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import load_config
+from pipeline.config import ModelConfig, load_config
 from pipeline.data import ShardReader
+from pipeline.models import build_model
 from pipeline.prep import PrepareError, prepare
 from pipeline.prep import job as prep_job
 from pipeline.prep.sources import SourceError
@@ -306,3 +307,69 @@ def test_empty_table_is_an_error(spark, tmp_path):
     (tmp_path / "empty.json").write_text("")
     with pytest.raises((SourceError, PrepareError), match="empty"):
         prepare(_cfg(tmp_path, "data.source.type=json", f"data.source.path={tmp_path / 'empty.json'}", *TABLE_OVERRIDES), spark)
+
+
+def _shard_rows(result, split="train") -> dict:
+    tables = [pq.read_table(Path(result.version_dir) / s["path"]) for s in result.manifest["splits"][split]["shards"]]
+    return pa.concat_tables(tables).to_pydict() if tables else {"series": [], "series_length": []}
+
+
+def test_ucr_files_as_the_archive_ships_them(spark, tmp_path):
+    """No @equalLength/@seriesLength (length derived), labels with spaces, '?' values,
+    timestamps: each read as the archive means it."""
+    src = (UCR / "GunPoint_TRAIN.ts").read_text().splitlines()
+    data_at = next(i for i, line in enumerate(src) if line.lower().startswith("@data"))
+    cases = [line.rsplit(":", 1) for line in src[data_at + 1 : data_at + 41]]
+    names = {"1": '"gun draw"', "2": "point"}
+    header = ["@problemName Toy", "@univariate true", '@classLabel true "gun draw" point', "@data"]
+
+    def write(folder, lines, head=header):
+        folder.mkdir()
+        for part in ("TRAIN", "TEST"):
+            (folder / f"Toy_{part}.ts").write_text("\n".join(head + lines[:30] if part == "TRAIN" else head + lines[30:]) + "\n")
+        return [f"data.source.path={folder}/Toy_*.ts", "name=toy", "data.source.type=ucr", "data.sequence.normalize=none",
+                "data.reject.action=quarantine", f"data.root={tmp_path / folder.name / 'data'}"]
+
+    plain = [f"{values}:{names[label]}" for values, label in cases]
+    gaps = list(plain)
+    for i in (0, 1):  # two series with missing values: one inside, one at the start
+        values = cases[i][0].split(",")
+        values[5 if i == 0 else 0] = "?"
+        gaps[i] = f"{','.join(values)}:{names[cases[i][1]]}"
+    stamped = [",".join(f"(2026-01-01 00:00:{t:02d},{v})" for t, v in enumerate(values.split(","))) + f":{names[label]}"
+               for values, label in cases]
+
+    result = prepare(load_config(None, write(tmp_path / "plain", plain)), spark)
+    m = result.manifest
+    assert m["schema"]["features"]["series"] == {"kind": "tensor", "dtype": "float32", "shape": [1, 150]}  # derived
+    assert m["schema"]["label"]["classes"] == ["gun draw", "point"] and m["rejected"]["rows"] == 0
+    build_model(ModelConfig(type="cnn"), m["schema"])  # a fixed-length series: the CNN takes it
+
+    rejected = prepare(load_config(None, write(tmp_path / "gaps", gaps)), spark).manifest
+    assert rejected["rejected"]["by_reason"] == {"series: missing value ('?' or NaN; data.sequence.missing=interpolate fills gaps)": 2}
+
+    filled = prepare(load_config(None, [*write(tmp_path / "filled", gaps), "data.sequence.missing=interpolate"]), spark)
+    assert filled.manifest["rejected"]["rows"] == 0
+    rows = {key: _shard_rows(filled, "train")[key] + _shard_rows(filled, "val")[key] for key in ("series",)}
+    first = [float(v) for v in cases[0][0].split(",")]
+    interpolated = [s for s in rows["series"] if abs(s[5] - (first[4] + first[6]) / 2) < 1e-5 and abs(s[4] - first[4]) < 1e-5]
+    assert interpolated, "the gap at step 6 is the mean of its neighbours"
+    second = [float(v) for v in cases[1][0].split(",")]
+    assert any(abs(s[0] - second[1]) < 1e-5 and abs(s[1] - second[1]) < 1e-5 and abs(s[2] - second[2]) < 1e-5 for s in rows["series"])
+
+    timed = prepare(load_config(None, write(tmp_path / "timed", stamped, header[:2] + ["@timeStamps true"] + header[2:])), spark)
+    assert timed.manifest["rejected"]["rows"] == 0
+    assert sorted(map(tuple, _shard_rows(timed, "test")["series"])) == sorted(map(tuple, _shard_rows(result, "test")["series"]))
+
+
+def test_per_series_normalisation_and_variable_length_for_the_cnn(spark, tmp_path):
+    cfg = _cfg(tmp_path, "data.sequence.normalize=per_series", "model.type=cnn", conf=REPO / "conf" / "vowels_rnn.yaml")
+    result = prepare(cfg, spark)
+    assert result.manifest["featurizer"]["series"]["normalize"] == "per_series"
+    rows = _shard_rows(result, "test")
+    for values, length in zip(rows["series"][:50], rows["series_length"][:50]):
+        series = np.asarray(values).reshape(length, 12)  # time-major
+        assert np.allclose(series.mean(0), 0, atol=1e-4) and np.allclose(series.std(0), 1, atol=1e-3)
+    model = build_model(cfg.model, result.manifest["schema"])  # the masked CNN on variable-length series
+    batch = next(iter(ShardReader(result.version_dir, "train", 0, 1, 8)))
+    assert model(batch).shape == (8, 9)

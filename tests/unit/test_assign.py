@@ -46,9 +46,8 @@ def test_resume_on_another_world_size_reads_exactly_the_unread_rows(total, w1, b
     consumed = [i for r in range(w1) for i in _batches(assign.rank_spans([assign.Span(0, total)], first, r), b1)[:steps] for i in i]
     remaining = assign.replay(total, [assign.Segment(w1, b1, steps)], "drop", layout)
     assert sorted(_indices(remaining)) == sorted(set(range(total)) - set(consumed))
-    if assign.spans_length(remaining) < w2 * b2:
-        return
-    second = assign.plan_epoch(assign.spans_length(remaining), w2, b2, "drop", layout)
+    # Also onto a world whose global batch the rest cannot fill: zero steps end the epoch.
+    second = assign.plan_epoch(assign.spans_length(remaining), w2, b2, "drop", layout, resuming=True)
     after = [i for r in range(w2) for i in _indices(assign.rank_spans(remaining, second, r))]
     assert len(after) == len(set(after)) and not set(after) & set(consumed)
     assert total - len(consumed) - len(after) == second.dropped < w2 * b2  # only a last partial global batch is left

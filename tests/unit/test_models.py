@@ -5,8 +5,8 @@ from pipeline.config import ModelConfig
 from pipeline.models import ModelError, build_model
 
 
-def _schema(shape, classes=10):
-    return {"features": {"x": {"kind": "tensor", "dtype": "uint8", "shape": shape}}, "label": {"num_classes": classes}}
+def _schema(shape, classes=10, name="x"):
+    return {"features": {name: {"kind": "tensor", "dtype": "uint8", "shape": shape}}, "label": {"num_classes": classes}}
 
 
 @pytest.mark.parametrize("shape", [[1, 8, 8], [3, 32, 32], [2, 150]])
@@ -48,6 +48,29 @@ def test_rnn_result_does_not_depend_on_padding():
     alone = model({"s": seq, "s_length": torch.tensor([5])})
     padded = torch.cat([seq, torch.randn(1, 7, 3)], dim=1)  # garbage after the real steps
     assert torch.allclose(alone, model({"s": padded, "s_length": torch.tensor([5])}), atol=1e-6)
+
+
+def test_cnn_on_variable_length_series_ignores_padding_and_matches_the_equal_length_form():
+    schema = {"features": {"s": {"kind": "sequence", "dtype": "float32", "dims": 3}}, "label": {"num_classes": 2}}
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(type="cnn", channels=[4, 6], kernel_size=3), schema)
+    for _ in range(3):  # train-mode passes move the batch-norm statistics away from their initial values
+        model({"s": torch.randn(4, 9, 3), "s_length": torch.tensor([9, 5, 2, 7])})
+    model.eval()
+    seq = torch.randn(1, 5, 3)
+    alone = model({"s": seq, "s_length": torch.tensor([5])})
+    padded = torch.cat([seq, torch.randn(1, 7, 3)], dim=1)  # garbage after the real steps
+    assert torch.allclose(alone, model({"s": padded, "s_length": torch.tensor([5])}), atol=1e-6)
+    # The same weights on the equal-length form [B, dims, L] give the same logits.
+    fixed = build_model(ModelConfig(type="cnn", channels=[4, 6], kernel_size=3), _schema([3, 5], 2, name="s")).eval()
+    fixed.load_state_dict(model.state_dict())
+    assert torch.allclose(alone, fixed({"s": seq.transpose(1, 2)}), atol=1e-5)
+    # In training, batch-norm statistics count only the valid steps: padding does not change them.
+    train = build_model(ModelConfig(type="cnn", channels=[4], kernel_size=3), schema)
+    rows = torch.randn(2, 6, 3)
+    short = train({"s": rows, "s_length": torch.tensor([6, 4])})
+    longer = train({"s": torch.cat([rows, torch.randn(2, 10, 3)], dim=1), "s_length": torch.tensor([6, 4])})
+    assert torch.allclose(short, longer, atol=1e-5)
 
 
 def test_rnn_reads_equal_length_series_too():

@@ -23,6 +23,23 @@ def test_warmup_ramps_from_lr_to_the_scaled_lr_then_cosine_decays():
     assert [learning_rate(step, 1, p) for p in (0, 9.9, 10, 25)] == pytest.approx([0.1, 0.1, 0.05, 0.025])
 
 
+def test_the_rate_follows_the_global_batch_whatever_makes_it_up():
+    def lr(world, batch, accumulate=1, progress=3.0):
+        cfg = TrainConfig(lr=0.1, epochs=10, schedule="none", batch_size=batch, accumulate_steps=accumulate, reference_batch=32)
+        return learning_rate(cfg, world, progress)
+
+    # 64 rows per optimizer step, however they are made up: twice the reference's rate
+    assert lr(2, 32) == lr(1, 64) == lr(1, 32, accumulate=2) == lr(4, 8, accumulate=2) == pytest.approx(0.2)
+    assert lr(1, 32) == pytest.approx(0.1)  # the reference batch itself
+    assert lr(2, 32, progress=0.0) == pytest.approx(0.1)  # warm-up starts from lr
+    # A resume from 2 ranks onto 1 with the same per-rank batch halves the global batch and the rate...
+    assert lr(1, 32) == lr(2, 32) / 2
+    # ...an elastic shrink from 3 ranks to 2 scales it by 2/3; doubling the batch keeps it.
+    assert lr(2, 16) == pytest.approx(lr(3, 16) * 2 / 3) and lr(1, 64) == lr(2, 32)
+    # Unset, the reference is one rank's batch x accumulation (as the first run saw it).
+    assert learning_rate(TrainConfig(lr=0.1, schedule="none", batch_size=16, accumulate_steps=2), 2, 5.0) == pytest.approx(0.2)
+
+
 def test_new_training_keys_are_validated():
     with pytest.raises(ConfigError, match="train.schedule='linear' is not one of"):
         load_config(None, ["train.schedule=linear"])
