@@ -232,6 +232,27 @@ class DecodedImage:
         return tensor_feature("uint8", self.shape)
 
 
+def z_normalize_batches(batches, *, dims: int):
+    """mapInArrow body: each row's ``_values`` ([dims x ``_length``], channel-major) with
+    every channel at mean 0 and std 1; other columns pass through."""
+    import numpy as np
+    import pyarrow as pa
+
+    for batch in batches:
+        values = batch.column("_values").to_pylist()
+        lengths = batch.column("_length").to_pylist()
+        out = []
+        for row, length in zip(values, lengths):
+            if row is None or not length or len(row) != dims * length:
+                out.append(row)  # malformed rows are rejected by their reasons, untouched here
+                continue
+            x = np.asarray(row, dtype=np.float64).reshape(dims, length)
+            std = x.std(axis=1, keepdims=True)
+            out.append(((x - x.mean(axis=1, keepdims=True)) / np.where(std > 1e-8, std, 1.0)).ravel().tolist())
+        index = batch.schema.get_field_index("_values")
+        yield batch.set_column(index, batch.schema.field(index), pa.array(out, type=batch.schema.field(index).type))
+
+
 @dataclass
 class Series:
     """Parsed series in ``_values`` (channel-major, dims x length) with ``_length``/``_dims``.
@@ -268,7 +289,7 @@ class Series:
         from pyspark.sql import functions as F
 
         if self.normalize == "per_series":
-            df = df.withColumn("_values", self._z_normalized())
+            df = self._z_normalized(df)
         if self.fixed_length is not None:
             return df.withColumn(self.name, F.col("_values"))
         # channel-major (d * L + t) -> time-major (t * D + d)
@@ -284,22 +305,13 @@ class Series:
             return lambda i: (i / self.fixed_length).cast("int")
         return lambda i: i % self.dims
 
-    def _z_normalized(self):
-        """``_values`` (channel-major) with each channel of each series at mean 0, std 1
-        (population std; a constant channel becomes 0)."""
-        from pyspark.sql import functions as F
+    def _z_normalized(self, df):
+        """``df`` with ``_values`` (channel-major) z-normalised per series and channel: mean 0,
+        std 1 (population std; a constant channel becomes 0). In numpy over Arrow batches:
+        as one SQL expression Spark recomputed the means for every value (quadratic)."""
+        from functools import partial
 
-        length = F.greatest(F.col("_length"), F.lit(1))
-        means, stds = [], []
-        for c in range(self.dims):
-            segment = F.slice(F.col("_values"), length * c + 1, length)
-            mean = F.aggregate(segment, F.lit(0.0), lambda acc, x: acc + x) / length
-            var = F.aggregate(segment, F.lit(0.0), lambda acc, x: acc + (x - mean) * (x - mean)) / length
-            means.append(mean)
-            stds.append(F.when(F.sqrt(var) > 1e-8, F.sqrt(var)).otherwise(F.lit(1.0)))
-        mean, std = F.array(*means), F.array(*stds)
-        channel = lambda i: (i / length).cast("int") + 1  # noqa: E731
-        return F.transform(F.col("_values"), lambda x, i: (x - F.element_at(mean, channel(i))) / F.element_at(std, channel(i)))
+        return df.mapInArrow(partial(z_normalize_batches, dims=self.dims), df.schema)
 
     def fit(self, train_df) -> dict:
         if self.normalize == "per_channel":
