@@ -80,10 +80,11 @@ def goal(name: str, value: float, target: float, higher_is_better: bool = True) 
 def provenance() -> dict:
     """The command, commit and time that produced a figure (kept beside the figure)."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=RESULTS.parent,
-                                check=True).stdout.strip()
-        # Results written by an earlier part of the same run are not code changes.
-        if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", ".", ":(exclude)bench/results"], cwd=RESULTS.parent).returncode != 0:
+        repo = RESULTS.parent.parent
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=repo, check=True).stdout.strip()
+        # Any change in the tree (code, configs) marks the figure; results written by an
+        # earlier part of the same run are not changes.
+        if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", ".", ":(exclude)bench/results"], cwd=repo).returncode != 0:
             commit += "+uncommitted"
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
