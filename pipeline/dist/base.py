@@ -98,7 +98,21 @@ class Collective:
 
     def broadcast_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, with_optimizer: bool) -> None:
         """Make every rank start from rank 0's parameters and buffers, and its optimizer
-        state when ``with_optimizer`` (a resume: a fresh optimizer has none to send)."""
+        state when ``with_optimizer`` (a resume: a fresh optimizer has none to send).
+
+        The optimizer state goes whole, as an object, and is loaded on the other ranks.
+        Not ``hvd.broadcast_optimizer_state``: that first runs a zero-gradient step on every
+        rank whose optimizer has no state yet (for AdamW a counted step and weight decay
+        on weights already broadcast, so the ranks would part ways).
+        """
+        self.broadcast_parameters(model)  # collective
+        if with_optimizer:
+            state = self.broadcast_object(optimizer.state_dict() if self.is_root else None, "optimizer_state")  # collective
+            if not self.is_root:
+                optimizer.load_state_dict(state)
+
+    def broadcast_parameters(self, model: torch.nn.Module) -> None:
+        """Rank 0's parameters and buffers on every rank, in place."""
 
     def wrap_model(self, model: torch.nn.Module, fp16: bool = False) -> torch.nn.Module:
         """The module to call in training (DDP wraps it; Horovod and single use it as is)."""

@@ -69,17 +69,8 @@ class HorovodCollective(Collective):
         self.local_rank, self.local_size = hvd.local_rank(), hvd.local_size()
         self.threads = pin_threads(self.local_size)
 
-    def broadcast_state(self, model, optimizer, with_optimizer: bool) -> None:
+    def broadcast_parameters(self, model) -> None:
         self.hvd.broadcast_parameters(model.state_dict(), root_rank=0)
-        if with_optimizer:
-            # Rank 0's whole optimizer state, loaded as it is on every other rank (as DDP
-            # does), not hvd.broadcast_optimizer_state: that first runs a zero-gradient step
-            # on every rank whose optimizer has no state yet (AdamW counts a step and applies
-            # weight decay to weights already broadcast, so the ranks would part ways).
-            state = self.hvd.broadcast_object(optimizer.state_dict() if self.is_root else None, root_rank=0,
-                                              name="optimizer_state")
-            if not self.is_root:
-                optimizer.load_state_dict(state)
 
     def passes_through(self, error: BaseException) -> bool:
         from horovod.common.exceptions import HorovodInternalError, HostsUpdatedInterrupt

@@ -40,17 +40,11 @@ class TorchCollective(Collective):
             self.rank, self.size, self.local_rank, self.local_size = 0, 1, 0, 1
         self.threads = pin_threads(self.local_size)
 
-    def broadcast_state(self, model, optimizer, with_optimizer: bool) -> None:
+    def broadcast_parameters(self, model) -> None:
         if self.size == 1:
             return
         for tensor in model.state_dict().values():
             dist.broadcast(tensor, src=0)
-        if not with_optimizer:
-            return
-        state = [optimizer.state_dict() if self.is_root else None]
-        dist.broadcast_object_list(state, src=0)
-        if not self.is_root:
-            optimizer.load_state_dict(state[0])
 
     def wrap_model(self, model, fp16: bool = False):
         if self.size == 1:

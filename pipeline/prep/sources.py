@@ -183,12 +183,7 @@ def read_source(spark, data: DataConfig, require_label: bool = True, trained: di
     if source.type == "ucr":
         from pipeline.prep.ucr import read_ucr
 
-        series = None
-        if trained is not None:
-            spec = trained["schema"]["features"].get("series", {})
-            series = dict(trained["featurizer"].get("series", {}))
-            series.setdefault("length", spec["shape"][1] if spec.get("kind") == "tensor" else None)
-        return read_ucr(spark, data, series)
+        return read_ucr(spark, data, trained)
     raise SourceError(f"data.source.type {source.type!r} is not supported")
 
 

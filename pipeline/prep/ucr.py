@@ -179,8 +179,8 @@ def parse_batches(batches, *, dims: int, timestamps: bool = False, missing: str 
 
 
 def read_ucr(spark, data: DataConfig, trained: dict | None = None) -> RawData:
-    """``trained``: the model's fitted ``series`` feature when scoring (its length and
-    normalisation are the ones to apply); None when preparing."""
+    """``trained``: the model bundle when scoring (its series length and normalisation are
+    the ones to apply, whatever this input's header says); None when preparing."""
     from functools import partial
 
     from pyspark.sql import functions as F
@@ -209,8 +209,10 @@ def read_ucr(spark, data: DataConfig, trained: dict | None = None) -> RawData:
     parse = partial(parse_batches, dims=dims, timestamps=bool(header.get("timestamps")), missing=seq.missing)
     rows = lines.where(~is_meta).mapInArrow(parse, PARSED_DDL)
     rows = rows.withColumn("_source_split", F.when(F.lower(F.col("_file")).rlike(r"_test\.ts$"), "test").otherwise("train"))
-    if trained is not None:  # scoring: the model's form, whatever this input's header says
-        fixed, normalize = trained.get("length"), trained.get("normalize", "per_channel")
+    if trained is not None:  # scoring: the model's form (bundles without these keys: from the schema, per_channel)
+        spec, fitted = trained["schema"]["features"]["series"], trained["featurizer"]["series"]
+        fixed = fitted.get("length", spec["shape"][1] if spec["kind"] == "tensor" else None)
+        normalize = fitted.get("normalize", "per_channel")
     else:
         fixed, normalize = _series_length(rows, header, files), seq.normalize
     builder = features.Series(dims, seq.min_length, seq.max_length, fixed, normalize=normalize)

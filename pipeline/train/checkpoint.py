@@ -83,8 +83,9 @@ def load_latest(run_dir: str) -> tuple[str, dict, list[str]]:
                           "start a new run without --resume")
 
 
-# Settings a resumed run may change; the optimizer's moments carry over either way.
-_HYPERPARAMETERS = {"weight_decay": "weight_decay", "momentum": "momentum"}
+# Settings a resumed run may change that live in the optimizer's parameter groups (the
+# others are read from the config at every step); its moments carry over either way.
+_OPTIMIZER_OPTIONS = ("weight_decay", "momentum")
 
 
 def apply_changed_settings(path: str, saved: dict, now, optimizer: torch.optim.Optimizer) -> list[str]:
@@ -106,10 +107,10 @@ def apply_changed_settings(path: str, saved: dict, now, optimizer: torch.optim.O
         said.append(f"train.{key} was {before} in {storage.basename(path)}, now {after}: the new value applies from here "
                     "(the optimizer's moments carry over)")
         log.warning("resume: %s", said[-1])
-        if key in _HYPERPARAMETERS:
+        if key in _OPTIMIZER_OPTIONS:
             for group in optimizer.param_groups:
-                if _HYPERPARAMETERS[key] in group:
-                    group[_HYPERPARAMETERS[key]] = after
+                if key in group:
+                    group[key] = after
     return said
 
 
