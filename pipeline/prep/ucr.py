@@ -131,11 +131,12 @@ def parse_case(line: str, dims_expected: int, timestamps: bool = False,
             tokens = [p[1:-1].rsplit(",", 1)[1] for p in pairs]
         else:
             tokens = dim.split(",")
-        try:
-            series = [_value(t) for t in tokens]
-        except ValueError:
-            bad = next(t for t in tokens if not _is_number(t))
-            return label, [], 0, len(dims), f"dimension {d + 1}: not a number {bad.strip()!r}"
+        series = []
+        for t in tokens:
+            try:
+                series.append(_value(t))
+            except ValueError:
+                return label, [], 0, len(dims), f"dimension {d + 1}: not a number {t.strip()!r}"
         if missing != "reject":
             series = fill_missing(series, missing)
             if series is None:
@@ -148,13 +149,6 @@ def parse_case(line: str, dims_expected: int, timestamps: bool = False,
         return label, values, lengths[0], len(dims), f"{len(dims)} dimensions, header says {dims_expected}"
     return label, values, lengths[0], len(dims), None
 
-
-def _is_number(token: str) -> bool:
-    try:
-        _value(token)
-        return True
-    except ValueError:
-        return False
 
 
 def parse_batches(batches, *, dims: int, timestamps: bool = False, missing: str = "reject"):
