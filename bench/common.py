@@ -86,8 +86,8 @@ def provenance() -> dict:
         # earlier part of the same run are not changes.
         if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", ".", ":(exclude)bench/results"], cwd=repo).returncode != 0:
             commit += "+uncommitted"
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    except (OSError, subprocess.CalledProcessError):  # a copy of the tree without git (a lent GPU machine)
+        commit = os.environ.get("PIPELINE_COMMIT", "unknown")
     return {"command": shlex.join([Path(sys.executable).name, *sys.argv]), "commit": commit,
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 

@@ -126,7 +126,7 @@ def stall(version_dir: Path, cfg, steps: int) -> dict:
     for _ in range(3):  # alternate, keep the median run of each
         for label, source in (("in_memory", lambda: preloaded), ("reader", lambda: reader)):
             torch.manual_seed(0)
-            model = build_model(cfg.model, reader.manifest["schema"])
+            model = build_model(cfg.model, reader.manifest["schema"], reader.manifest["featurizer"])
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
             train_steps(model, optimizer, preloaded, min(5, steps))  # warm-up
             seconds, waited = train_steps(model, optimizer, source(), steps)

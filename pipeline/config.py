@@ -328,6 +328,10 @@ class TrainConfig:
         restore_best: at the end, go back to the weights of the epoch with the best
             ``early_stopping_metric`` (needs a val split): they are what is tested and saved
             in model.pt (report.json's ``best_epoch``). False keeps the last epoch's.
+        device: auto (``cuda:<local_rank>`` when CUDA is available, else the CPU), cpu, or
+            cuda (a GPU per rank, or an error); see :mod:`pipeline.dist.device`.
+        precision: fp32; bf16 (autocast to bfloat16, also on CPU); fp16 (autocast to
+            float16 with a loss scaler). Parameters and optimizer state stay float32.
     """
 
     epochs: int = 10
@@ -352,6 +356,8 @@ class TrainConfig:
     keep_checkpoints: int = 2
     skip_nonfinite: bool = False
     restore_best: bool = True
+    device: str = "auto"
+    precision: str = "fp32"
 
 
 @dataclass
@@ -419,6 +425,8 @@ CHOICES = {
     "train.optimizer": ("adamw", "sgd"),
     "train.schedule": ("cosine", "step", "none"),
     "train.early_stopping_metric": ("val_loss", "val_accuracy"),
+    "train.device": ("auto", "cpu", "cuda"),
+    "train.precision": ("fp32", "bf16", "fp16"),
     "dist.engine": ("horovod", "torch", "single"),
 }
 

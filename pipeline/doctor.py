@@ -48,6 +48,25 @@ def horovod_build() -> tuple[str | None, str]:
     return horovod.__version__, ", ".join(parts)
 
 
+def cuda_lines(horovod_built: str) -> list[str]:
+    """CUDA as torch sees it: its CUDA version, the GPUs, NCCL, and whether Horovod can
+    all-reduce GPU tensors (built with NCCL). Information, not problems: the CPU path is
+    complete without any of it."""
+    from pipeline.dist.device import describe_cuda
+
+    info = describe_cuda()
+    if not info["torch_cuda"]:
+        return ["cuda       none (a CPU build of torch: train.device=auto trains on the CPU)"]
+    if not info["available"]:
+        return [f"cuda       torch built for CUDA {info['torch_cuda']}, no GPU visible (no driver, or CUDA_VISIBLE_DEVICES empty)"]
+    names = ", ".join(f"{i}: {n}" for i, n in enumerate(info["devices"]))
+    lines = [f"cuda       {info['torch_cuda']}, {len(info['devices'])} GPU(s): {names}", f"nccl       {info.get('nccl') or 'MISSING'} (torch)"]
+    if horovod_built and "NCCL" not in horovod_built:
+        lines.append("           Horovod has no NCCL: dist.engine=horovod cannot train on these GPUs; run `make setup` "
+                     "(with nvcc on PATH it builds Horovod with HOROVOD_GPU_OPERATIONS=NCCL) or use dist.engine=torch")
+    return lines
+
+
 def report() -> tuple[list[str], list[str]]:
     """Lines to print and the problems found."""
     problems = []
@@ -63,6 +82,7 @@ def report() -> tuple[list[str], list[str]]:
         problems.append("Horovod with PyTorch is missing: run `make setup` (builds Horovod 0.28.1 with Gloo)")
     elif "Gloo" not in built:
         problems.append("Horovod was built without Gloo: remove its cached wheel (~/.cache/pipeline/wheels) and run `make setup`")
+    lines.extend(cuda_lines(built))
     java = java_version()
     lines.append(f"java       {java or 'MISSING'}")
     if java is None:

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One-command, idempotent setup for a fresh machine (called by `make setup`).
 #
-# Creates .venv, installs torch (CPU build), the project with its dev extras, checks Java
-# and installs Horovod 0.28.1 built from its sdist with Gloo + PyTorch. The Horovod wheel
+# Creates .venv, installs torch (CPU build, unless a torch is there), the project with its
+# dev extras, checks Java and installs Horovod 0.28.1 built from its sdist with Gloo +
+# PyTorch, and with NCCL when the CUDA toolkit and a CUDA torch are present
+# (deploy/local/build_horovod.sh; PIPELINE_HOROVOD_GPU=0|1 forces). The Horovod wheel
 # is cached outside the repo, keyed by Horovod, torch and Python versions, so later setups
 # (and later clones) reuse it. A second run with nothing changed finishes in seconds.
 #
@@ -11,6 +13,8 @@
 #   VENV              venv path (default: .venv)
 #   PIPELINE_CACHE    wheel cache (default: ~/.cache/pipeline)
 #   TORCH_VERSION     torch to install when none is present (default: 2.13.0)
+#   TORCH_INDEX_URL   where that torch comes from, e.g. https://download.pytorch.org/whl/cu128
+#                     for a CUDA build (default: the package index; here the CPU build)
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -92,42 +96,33 @@ PY="$(cd "$VENV" && pwd)/bin/python"
 PIP=("$PY" -m pip install --disable-pip-version-check -q)
 
 if ! "$PY" -c 'import torch' >/dev/null 2>&1; then
-    say "installing torch==$TORCH_VERSION (CPU build)"
-    "${PIP[@]}" "torch==$TORCH_VERSION"
+    say "installing torch==$TORCH_VERSION${TORCH_INDEX_URL:+ from $TORCH_INDEX_URL}"
+    "${PIP[@]}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch==$TORCH_VERSION"
 fi
 say "installing the project and its dependencies"
 "${PIP[@]}" -e '.[dev]'
 
+# "nccl" when this machine builds Horovod's GPU operations (nvcc + a CUDA torch), else "cpu".
+horovod_mode() {
+    if [ "${PIPELINE_HOROVOD_GPU:-auto}" != 0 ] && { command -v nvcc >/dev/null || [ -x "${CUDA_HOME:-/nonexistent}/bin/nvcc" ]; } \
+        && [ -n "$("$PY" -c 'import torch; print(torch.version.cuda or "")')" ]; then
+        echo nccl
+    else
+        echo cpu
+    fi
+}
+
 install_horovod() {
-    local torch_v py_v key wheel_dir wheel build
+    local torch_v py_v key wheel_dir wheel
     torch_v=$("$PY" -c 'import torch; print(torch.__version__.split("+")[0])')
     py_v=$("$PY" -c 'import sys; print(f"cp{sys.version_info.major}{sys.version_info.minor}")')
-    key="horovod-$HOROVOD_VERSION-torch$torch_v-$py_v-$(uname -m)"
+    key="horovod-$HOROVOD_VERSION-torch$torch_v-$py_v-$(uname -m)$([ "$MODE" = nccl ] && echo -nccl || true)"
     wheel_dir="$CACHE/wheels/$key"
     wheel=$(find "$wheel_dir" -maxdepth 1 -name "horovod-*.whl" 2>/dev/null | head -1 || true)
     if [ -z "$wheel" ]; then
-        say "building Horovod $HOROVOD_VERSION for torch $torch_v (several minutes; cached in $wheel_dir)"
-        build=$(mktemp -d)
-        "$PY" -m pip download --disable-pip-version-check -q --no-binary :all: --no-deps \
-            -d "$build" "horovod==$HOROVOD_VERSION"
-        tar -xzf "$build"/horovod-"$HOROVOD_VERSION".tar.gz -C "$build"
-        local src="$build/horovod-$HOROVOD_VERSION" f
-        # Horovod 0.28.1 asks for C++14; PyTorch >= 2.1 headers need C++17. Upstream fixed
-        # this after the last release, so patch it here and fail if the line moved.
-        for f in CMakeLists.txt horovod/torch/CMakeLists.txt; do
-            grep -q 'set(CMAKE_CXX_STANDARD 14)' "$src/$f" \
-                || die "Horovod patch: 'set(CMAKE_CXX_STANDARD 14)' not found in $f"
-            sed -i 's/set(CMAKE_CXX_STANDARD 14)/set(CMAKE_CXX_STANDARD 17)/' "$src/$f"
-        done
+        say "building Horovod $HOROVOD_VERSION for torch $torch_v, $MODE (several minutes; cached in $wheel_dir)"
         "${PIP[@]}" cmake 'setuptools<81' wheel
-        mkdir -p "$wheel_dir"
-        (cd "$src" && HOROVOD_WITH_PYTORCH=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
-            HOROVOD_WITHOUT_TENSORFLOW=1 HOROVOD_WITHOUT_MXNET=1 CMAKE_POLICY_VERSION_MINIMUM=3.5 \
-            MAKEFLAGS="-j$(nproc)" "$PY" -m pip wheel --disable-pip-version-check -v \
-            --no-build-isolation --no-deps -w "$build/out" . ) >"$build/build.log" 2>&1 \
-            || { tail -n 60 "$build/build.log" >&2; die "Horovod build failed (last lines of $build/build.log above)"; }
-        mv "$build"/out/horovod-*.whl "$wheel_dir"/
-        rm -rf "$build"
+        bash deploy/local/build_horovod.sh "$PY" "$wheel_dir"
         wheel=$(find "$wheel_dir" -maxdepth 1 -name "horovod-*.whl" | head -1)
     else
         say "using cached Horovod wheel $wheel"
@@ -135,15 +130,19 @@ install_horovod() {
     "${PIP[@]}" --no-deps --force-reinstall "$wheel"
 }
 
-if ! "$PY" -c 'import horovod.torch' >/dev/null 2>&1; then
+MODE=$(horovod_mode)
+if ! "$PY" -c 'import horovod.torch' >/dev/null 2>&1 \
+    || { [ "$MODE" = nccl ] && ! "$PY" -c 'import horovod.torch as h, sys; sys.exit(not h.nccl_built())' >/dev/null 2>&1; }; then
     install_horovod
 fi
 
 check=$("$VENV/bin/horovodrun" --check-build 2>&1) || die "horovodrun --check-build failed: $check"
-for need in PyTorch Gloo; do
+needs=(PyTorch Gloo)
+[ "$MODE" = nccl ] && needs+=(NCCL)
+for need in "${needs[@]}"; do
     grep -qE "\[X\] $need" <<<"$check" || die "Horovod was built without $need:
 $check"
 done
-say "Horovod built with PyTorch and Gloo"
+say "Horovod built with ${needs[*]}"
 setup_inputs_hash >"$STAMP"
 say "done ($VENV). Try: make run"

@@ -28,8 +28,8 @@ class ShardReader(torch.utils.data.IterableDataset):
     """Batches of one rank's share of one split, as dicts of tensors.
 
     A batch holds each feature, ``label`` (int64 class index) and ``row_id`` (int64, the
-    row's stable id). Tensors are float32 (uint8 images standardised here with the
-    manifest's per-channel mean/std); categorical columns int64 [B, columns]; a
+    row's stable id). Tensors keep their stored type: float32, or uint8 images (the model
+    casts and standardises them on its device); categorical columns int64 [B, columns]; a
     sequence feature ``s`` is float32 [B, longest in batch, dims] zero-padded, with its
     lengths in ``s_length``.
 
@@ -61,6 +61,8 @@ class ShardReader(torch.utils.data.IterableDataset):
         readahead: on an object store, row groups fetched ahead in parallel (see
             :mod:`pipeline.data.groups`); local files are read inline.
         page_checksums: verify every data page's checksum as it is read.
+        pin_memory: hand out batches in page-locked memory (for a CUDA device: the
+            copy to it is then asynchronous); pinned in the background thread.
     """
 
     STATE_VERSION = 2
@@ -83,6 +85,7 @@ class ShardReader(torch.utils.data.IterableDataset):
         cache: ShardCache | None = None,
         readahead: int = 4,
         page_checksums: bool = True,
+        pin_memory: bool = False,
     ):
         super().__init__()
         if mode not in ("train", "eval"):
@@ -94,6 +97,7 @@ class ShardReader(torch.utils.data.IterableDataset):
         self.batch_size, self.seed, self.mode, self.remainder = batch_size, seed, mode, remainder
         self.shuffle_buffer, self.prefetch, self.layout = shuffle_buffer, prefetch, layout
         self.cache, self.readahead, self.page_checksums = cache, readahead, page_checksums
+        self.pin_memory = pin_memory
         self.features = self.manifest["schema"]["features"]
         sequences = [n for n, spec in self.features.items() if spec["kind"] == "sequence"]
         self.bucket_on = sequences[0] if (bucket_by_length and mode == "train" and sequences) else None
@@ -112,7 +116,6 @@ class ShardReader(torch.utils.data.IterableDataset):
                     split, self.total_rows, world_size, batch_size, plan.steps,
                     "dropping" if plan.dropped else "padding (wrap-around)", plan.dropped or plan.padded,
                 )
-        self._norm = reader_norms(self.manifest)
 
     def _check_files(self, verify: bool) -> None:
         """Every shard present with the manifest's size, schema and row groups (and, with
@@ -296,7 +299,8 @@ class ShardReader(torch.utils.data.IterableDataset):
             yield self._collate({k: concat([p[k] for p in pending]) for k in pending[0]})
 
     def _collate(self, rows: dict) -> dict[str, torch.Tensor]:
-        return collate(rows, self.features, self._norm)
+        batch = collate(rows, self.features)
+        return {k: v.pin_memory() for k, v in batch.items()} if self.pin_memory else batch
 
 
 def _located(stream: assign.EpochStream, spans: list[assign.Span]) -> Iterator[tuple]:
@@ -324,20 +328,6 @@ def _with_lookahead(chunks: Iterator[tuple], groups: int, max_chunks: int = 64) 
         yield ahead.popleft(), list(ahead)
 
 
-def reader_norms(manifest: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """(mean, std) per feature the featurizer leaves to the reader (uint8 tensors)."""
-    norms = {}
-    for name, spec in manifest["schema"]["features"].items():
-        fitted = manifest["featurizer"].get(name, {})
-        if fitted.get("applied_in") == "reader":
-            view = (-1,) + (1,) * (len(spec["shape"]) - 1)
-            norms[name] = (
-                torch.tensor(fitted["mean"], dtype=torch.float32).view(view),
-                torch.tensor(fitted["std"], dtype=torch.float32).view(view),
-            )
-    return norms
-
-
 def decode_table(table: pa.Table, features: dict, extra: tuple[str, ...] = (LABEL_COLUMN, ROW_ID_COLUMN)) -> dict:
     """Arrow -> numpy through the flat values buffers: no per-row Python.
 
@@ -360,9 +350,9 @@ def decode_table(table: pa.Table, features: dict, extra: tuple[str, ...] = (LABE
     return out
 
 
-def collate(rows: dict, features: dict, norms: dict) -> dict[str, torch.Tensor]:
-    """Decoded rows -> the batch the models take (float32 features, int64 codes, padded
-    sequences with lengths)."""
+def collate(rows: dict, features: dict) -> dict[str, torch.Tensor]:
+    """Decoded rows -> the batch the models take (float32 or uint8 tensors, int64 codes,
+    padded sequences with lengths)."""
     batch = {}
     for name, spec in features.items():
         if spec["kind"] == "sequence":
@@ -371,9 +361,8 @@ def collate(rows: dict, features: dict, norms: dict) -> dict[str, torch.Tensor]:
         tensor = torch.from_numpy(np.ascontiguousarray(rows[name]))
         if spec["kind"] == "categorical":
             batch[name] = tensor.long()
-        elif name in norms:
-            mean, std = norms[name]
-            batch[name] = tensor.float().sub_(mean).div_(std)
+        elif tensor.dtype == torch.uint8:
+            batch[name] = tensor  # cast and standardised by the model, on its device
         else:
             batch[name] = tensor.float()
     for name in (LABEL_COLUMN, ROW_ID_COLUMN):

@@ -11,20 +11,21 @@ from pipeline.config import DistConfig
 from pipeline.dist.base import Collective, DisagreementError, available_cores, pin_threads
 
 
-def make_collective(cfg: DistConfig) -> Collective:
-    """Initialise the configured engine: horovod, torch (DDP) or single."""
+def make_collective(cfg: DistConfig, device: str = "auto") -> Collective:
+    """Initialise the configured engine (horovod, torch (DDP) or single) on this rank's
+    device for the ``train.device`` setting ``device`` (see :mod:`pipeline.dist.device`)."""
     if cfg.engine == "horovod":
         from pipeline.dist.horovod_backend import HorovodCollective
 
-        return HorovodCollective(timeout_s=cfg.timeout_s)
+        return HorovodCollective(timeout_s=cfg.timeout_s, device=device)
     if cfg.engine == "torch":
         from pipeline.dist.torch_backend import TorchCollective
 
         if cfg.network_interface:  # Gloo's own setting; an explicit environment wins
             os.environ.setdefault("GLOO_SOCKET_IFNAME", cfg.network_interface)
-        return TorchCollective(timeout_s=cfg.timeout_s)
+        return TorchCollective(timeout_s=cfg.timeout_s, device=device)
     if cfg.engine == "single":
-        return Collective()
+        return Collective(device)
     raise ValueError(f"dist.engine={cfg.engine!r} is not one of: horovod, torch, single")
 
 

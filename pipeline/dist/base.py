@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 import torch
 
+from pipeline.dist.device import place
 
 def available_cores() -> int:
     """CPU cores this process may use: its affinity mask, capped by its cgroup's CPU quota
@@ -87,10 +88,12 @@ class Collective:
     """
 
     engine = "single"
+    device = torch.device("cpu")  # where this rank's model and batches live (``train.device``)
 
-    def __init__(self) -> None:
+    def __init__(self, device: str = "auto") -> None:
         self.rank, self.size, self.local_rank, self.local_size = 0, 1, 0, 1
         self.threads = pin_threads(self.local_size)
+        self.device = place(device, self.local_rank, self.local_size)
 
     @property
     def is_root(self) -> bool:
@@ -127,15 +130,18 @@ class Collective:
         """Context for a backward pass whose gradients are only accumulated (not all-reduced)."""
         return contextlib.nullcontext()
 
-    def step(self, optimizer: torch.optim.Optimizer, before_step: Callable[[], bool] | None = None) -> bool:
+    def step(self, optimizer: torch.optim.Optimizer, before_step: Callable[[], bool] | None = None,
+             scaler: torch.amp.GradScaler | None = None) -> bool:
         """Average gradients over ranks (collective), run ``before_step`` on the averaged
         gradients (e.g. clipping, a finiteness check), then apply them unless it returned
         False. Returns whether the step was applied (the same on every rank: every rank
-        sees the same averaged gradients)."""
-        if before_step is not None and before_step() is False:
-            return False
-        optimizer.step()
-        return True
+        sees the same averaged gradients).
+
+        With an fp16 loss ``scaler`` the gradients are unscaled before ``before_step``
+        sees them, and the scaler steps and updates its scale (a step it skips for
+        overflow counts as not applied).
+        """
+        return _apply(optimizer, before_step, scaler)
 
     def allgather_object(self, obj: Any, name: str = "object") -> list:
         """Every rank's ``obj``, in rank order, on every rank; ``name`` tags the collective."""
@@ -195,6 +201,23 @@ class Collective:
 
     def shutdown(self) -> None:
         """Release the engine's resources."""
+
+
+def _apply(optimizer, before_step, scaler) -> bool:
+    """The step on gradients already averaged: unscale (fp16), check, step, update the scale."""
+    if scaler is None:
+        if before_step is not None and before_step() is False:
+            return False
+        optimizer.step()
+        return True
+    scaler.unscale_(optimizer)
+    if before_step is not None and before_step() is False:
+        scaler.update()  # an overflow lowers the scale; the step is not taken
+        return False
+    scale = scaler.get_scale()
+    scaler.step(optimizer)
+    scaler.update()
+    return scaler.get_scale() >= scale  # a lowered scale: the scaler found inf/NaN and skipped
 
 
 class DisagreementError(RuntimeError):

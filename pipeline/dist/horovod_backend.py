@@ -6,7 +6,8 @@ from typing import Any, Callable
 
 import torch
 
-from pipeline.dist.base import Collective, DisagreementError, pin_threads
+from pipeline.dist.base import Collective, DisagreementError, _apply, pin_threads
+from pipeline.dist.device import DeviceError, place
 
 
 def import_horovod():
@@ -55,7 +56,7 @@ class HorovodCollective(Collective):
 
     engine = "horovod"
 
-    def __init__(self, timeout_s: int = 300) -> None:
+    def __init__(self, timeout_s: int = 300, device: str = "auto") -> None:
         os.environ.setdefault("HOROVOD_GLOO_TIMEOUT_SECONDS", str(timeout_s))
         # A rank stuck outside a collective (a hung filesystem read) leaves the others
         # waiting inside one, where Gloo's timeout does not apply: Horovod's stall check
@@ -68,6 +69,12 @@ class HorovodCollective(Collective):
         self.rank, self.size = hvd.rank(), hvd.size()
         self.local_rank, self.local_size = hvd.local_rank(), hvd.local_size()
         self.threads = pin_threads(self.local_size)
+        self.device = place(device, self.local_rank, self.local_size)
+        if self.device.type == "cuda" and not hvd.nccl_built():
+            raise DeviceError(
+                f"training on {self.device} but this Horovod was built without GPU operations (hvd.nccl_built() is "
+                "False): rebuild it with NCCL (make setup on a machine with the CUDA toolkit and a CUDA build of torch "
+                "does; `python -m pipeline doctor` shows the build), or set train.device=cpu, or dist.engine=torch")
 
     def broadcast_parameters(self, model) -> None:
         self.hvd.broadcast_parameters(model.state_dict(), root_rank=0)
@@ -95,16 +102,16 @@ class HorovodCollective(Collective):
         wrapped.load_state_dict(state)
         return wrapped
 
-    def step(self, optimizer, before_step=None) -> bool:
-        if before_step is None:
+    def step(self, optimizer, before_step=None, scaler=None) -> bool:
+        if before_step is None and scaler is None:
             optimizer.step()  # collective: waits for the gradient all-reduces
             return True
+        # Horovod's documented order with a check or a loss scaler: the gradients are
+        # averaged first, then unscaled, checked and clipped, and the step does not
+        # synchronize a second time.
         optimizer.synchronize()  # collective: gradients averaged before before_step sees them
-        if before_step() is False:
-            return False
         with optimizer.skip_synchronize():
-            optimizer.step()
-        return True
+            return _apply(optimizer, before_step, scaler)
 
     def allgather_object(self, obj: Any, name: str = "object") -> list:
         # An explicit name: Horovod's default is the object's type name, which differs

@@ -14,6 +14,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.dist.base import Collective, DisagreementError, pin_threads
+from pipeline.dist.device import place
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -27,17 +28,25 @@ class TorchCollective(Collective):
 
     engine = "torch"
 
-    def __init__(self, timeout_s: int = 300) -> None:
+    def __init__(self, timeout_s: int = 300, device: str = "auto") -> None:
         self.grouped = all(v in os.environ for v in TORCHRUN_VARIABLES)
-        if self.grouped and not dist.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-            dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
         if self.grouped:
-            self.rank, self.size = dist.get_rank(), dist.get_world_size()
             self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
             self.local_size = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
         else:
-            self.rank, self.size, self.local_rank, self.local_size = 0, 1, 0, 1
+            self.local_rank, self.local_size = 0, 1
+        # The GPU is bound before the process group exists: NCCL's communicator takes the
+        # current device.
+        self.device = place(device, self.local_rank, self.local_size)
+        if self.grouped and not dist.is_initialized():
+            # On a GPU the model's tensors (gradients, parameters, buffers) go over NCCL and
+            # the small CPU ones (metric sums, agreements, pickled objects, barriers) over Gloo.
+            backend = "cpu:gloo,cuda:nccl" if self.device.type == "cuda" else "gloo"
+            dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+        if self.grouped:
+            self.rank, self.size = dist.get_rank(), dist.get_world_size()
+        else:
+            self.rank, self.size = 0, 1
         self.threads = pin_threads(self.local_size)
 
     def broadcast_parameters(self, model) -> None:
@@ -49,7 +58,7 @@ class TorchCollective(Collective):
     def wrap_model(self, model, fp16: bool = False):
         if self.size == 1:
             return model
-        wrapped = DistributedDataParallel(model)
+        wrapped = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if fp16:
             from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 

@@ -39,6 +39,8 @@ class SubmitOptions:
         image: container image (Kubernetes).
         namespace: Kubernetes namespace.
         executors / executor_cores / executor_memory / driver_memory: resources.
+        gpus_per_executor: GPUs each executor gets; every task (one training rank) one of
+            them, found by deploy/spark/gpu-discovery.sh (Spark's resource scheduling).
         conf: extra ``--conf key=value`` settings.
         spark_submit: the spark-submit executable.
     """
@@ -53,6 +55,7 @@ class SubmitOptions:
     executor_cores: int | None = None
     executor_memory: str | None = None
     driver_memory: str | None = None
+    gpus_per_executor: int | None = None
     conf: dict[str, str] = field(default_factory=dict)
     spark_submit: str = "spark-submit"
 
@@ -95,6 +98,9 @@ def spark_submit_argv(job: str, job_args: list[str], opts: SubmitOptions) -> lis
                 conf["spark.pyspark.driver.python"] = sys.executable
         if opts.py_files:
             argv += ["--py-files", opts.py_files]
+    if opts.gpus_per_executor:
+        argv, gpu_conf = gpu_resources(argv, kind, opts.gpus_per_executor)
+        conf.update(gpu_conf)
     for flag, value in (("--num-executors", opts.executors), ("--executor-cores", opts.executor_cores),
                         ("--executor-memory", opts.executor_memory), ("--driver-memory", opts.driver_memory)):
         if value is not None:
@@ -102,6 +108,27 @@ def spark_submit_argv(job: str, job_args: list[str], opts: SubmitOptions) -> lis
     for key, value in {**conf, **opts.conf}.items():
         argv += ["--conf", f"{key}={value}"]
     return argv + [script, *job_args]
+
+
+GPU_DISCOVERY = "deploy/spark/gpu-discovery.sh"
+
+
+def gpu_resources(argv: list[str], kind: str, gpus: int) -> tuple[list[str], dict[str, str]]:
+    """Spark's GPU scheduling for ``gpus`` per executor and one per task: the executor
+    finds its GPUs with the discovery script (in the image on Kubernetes, shipped with
+    --files on YARN, at this checkout's path on a standalone cluster, whose workers need
+    ``spark.worker.resource.gpu.*`` in their own spark-defaults too)."""
+    if kind == "local":
+        raise ValueError("--gpus-per-executor needs a cluster master: Spark schedules GPUs on standalone, YARN and "
+                         "Kubernetes, not in local mode (there the ranks take cuda:<local rank>)")
+    script = {"kubernetes": f"{IMAGE_ROOT}/{GPU_DISCOVERY}", "yarn": "./gpu-discovery.sh"}.get(kind, str(REPO / GPU_DISCOVERY))
+    conf = {"spark.executor.resource.gpu.amount": str(gpus), "spark.task.resource.gpu.amount": "1",
+            "spark.executor.resource.gpu.discoveryScript": script}
+    if kind == "kubernetes":
+        conf["spark.executor.resource.gpu.vendor"] = "nvidia.com"
+    if kind == "yarn":
+        argv = [*argv, "--files", str(REPO / GPU_DISCOVERY)]
+    return argv, conf
 
 
 def shipped_job_args(job_args: list[str]) -> list[str]:
@@ -143,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image"), parser.add_argument("--namespace", default="default")
     parser.add_argument("--executors", type=int), parser.add_argument("--executor-cores", type=int)
     parser.add_argument("--executor-memory"), parser.add_argument("--driver-memory")
+    parser.add_argument("--gpus-per-executor", type=int, help="GPUs per executor, one per task (training rank)")
     parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--spark-submit", default=str(Path(sys.executable).parent / "spark-submit"))
     parser.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
@@ -166,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = SubmitOptions(
         master=args.master, deploy_mode=args.deploy_mode, env_archive=env_archive, py_files=py_files, image=args.image,
         namespace=args.namespace, executors=args.executors, executor_cores=args.executor_cores,
-        executor_memory=args.executor_memory, driver_memory=args.driver_memory,
+        executor_memory=args.executor_memory, driver_memory=args.driver_memory, gpus_per_executor=args.gpus_per_executor,
         conf=dict(item.split("=", 1) for item in args.conf), spark_submit=args.spark_submit,
     )
     try:

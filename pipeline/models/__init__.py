@@ -3,6 +3,11 @@
 Models know nothing of ranks or collectives. ``build_model`` wraps the chosen network in
 :class:`Classifier`, which picks its inputs out of a reader batch (a dict of tensors) by
 the feature names in the manifest, so the trainer and scorer call ``model(batch)``.
+
+uint8 images reach the model as uint8 (a quarter of float32's bytes from the reader and
+over the host-to-device copy); the Classifier's first operation casts and standardises
+them with the per-channel mean and std the featurizer fitted, on whatever device the
+model is.
 """
 from __future__ import annotations
 
@@ -40,13 +45,32 @@ class Classifier(nn.Module):
     """
 
     def __init__(self, kind: str, network: nn.Module, tensors: list[str], categorical: str | None = None,
-                 cardinalities: list[int] | None = None, sequence: str | None = None):
+                 cardinalities: list[int] | None = None, sequence: str | None = None,
+                 standardize: dict[str, tuple[list[float], list[float]]] | None = None):
         super().__init__()
         self.kind, self.network = kind, network
         self.tensors, self.categorical, self.sequence = list(tensors), categorical, sequence
         self.embeddings = nn.ModuleList(nn.Embedding(c, _embedding_dim(c)) for c in (cardinalities or []))
+        # Constants, not buffers: they come from the dataset (the bundle keeps the
+        # featurizer), so they stay out of state_dict, checkpoints and buffer averaging.
+        self.standardize = dict(standardize or {})
+        self._constants: dict[tuple[str, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _standardized(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, C, ...] -> float32 (x - mean[c]) / std[c], on x's device."""
+        key = (name, x.device)
+        if key not in self._constants:
+            mean, std = self.standardize[name]
+            view = (-1,) + (1,) * (x.dim() - 2)
+            self._constants[key] = (torch.tensor(mean, dtype=torch.float32, device=x.device).view(view),
+                                    torch.tensor(std, dtype=torch.float32, device=x.device).view(view))
+        mean, std = self._constants[key]
+        return x.float().sub(mean).div(std)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        raw = [n for n in self.tensors if batch[n].dtype == torch.uint8]
+        if raw:  # uint8 features without fitted statistics are only cast
+            batch = {**batch, **{n: self._standardized(n, batch[n]) if n in self.standardize else batch[n].float() for n in raw}}
         if self.kind == "rnn":
             if self.sequence is not None:
                 return self.network(batch[self.sequence], batch[length_column(self.sequence)])
@@ -63,8 +87,27 @@ class Classifier(nn.Module):
         return self.network(torch.cat(parts, dim=1))
 
 
-def build_model(cfg: ModelConfig, schema: dict) -> Classifier:
-    """Build the configured model with input/output sizes taken from ``schema``."""
+def input_standardization(schema: dict, featurizer: dict | None) -> dict[str, tuple[list[float], list[float]]]:
+    """(mean, std) per channel of each feature the model standardises itself (uint8
+    tensors: the featurizer's ``applied_in`` is ``model``, ``reader`` in datasets prepared
+    before the model took it over)."""
+    out = {}
+    for name, spec in schema["features"].items():
+        fitted = (featurizer or {}).get(name, {})
+        if spec["kind"] == "tensor" and fitted.get("applied_in") in ("model", "reader"):
+            out[name] = ([float(v) for v in fitted["mean"]], [float(v) for v in fitted["std"]])
+    return out
+
+
+def build_model(cfg: ModelConfig, schema: dict, featurizer: dict | None = None) -> Classifier:
+    """Build the configured model with input/output sizes taken from ``schema`` (and the
+    input standardisation of uint8 features from ``featurizer``, the manifest's)."""
+    model = _build(cfg, schema)
+    model.standardize = input_standardization(schema, featurizer)
+    return model
+
+
+def _build(cfg: ModelConfig, schema: dict) -> Classifier:
     features = schema["features"]
     num_classes = int(schema["label"]["num_classes"])
     tensors = [n for n, s in features.items() if s["kind"] == "tensor"]
@@ -102,4 +145,4 @@ def _describe(features: dict) -> str:
     return ", ".join(f"{n} ({s['kind']} {s.get('shape', s.get('dims'))})" for n, s in features.items())
 
 
-__all__ = ["Classifier", "ConvNet", "MLP", "ModelError", "RNNClassifier", "build_model"]
+__all__ = ["Classifier", "ConvNet", "MLP", "ModelError", "RNNClassifier", "build_model", "input_standardization"]

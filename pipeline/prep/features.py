@@ -3,8 +3,9 @@
 Each builder turns raw source columns into one shard feature. ``fit`` runs Spark
 aggregations over the train split and returns plain numbers for the manifest;
 ``outputs`` applies them as column expressions, so preprocessing and scoring share one
-transform. Float features are standardised here; uint8 images are stored raw and the
-reader standardises them (``applied_in: reader``) to keep shards small.
+transform. Float features are standardised here; uint8 images are stored raw (small
+shards, a quarter of the bytes to the GPU) and the model standardises them as its first
+operation (``applied_in: model``).
 """
 from __future__ import annotations
 
@@ -92,7 +93,7 @@ class TensorFromColumns:
     def fit(self, train_df) -> dict:
         per_channel = math.prod(self.shape[1:])
         mean, std = channel_stats(train_df, self.name, self.shape[0], lambda i: (i / per_channel).cast("int"))
-        applied = "reader" if self.dtype == "uint8" else "prepare"
+        applied = "model" if self.dtype == "uint8" else "prepare"  # uint8: on the device, as the model's first operation
         return {"type": "standardize", "axis": "channel", "mean": mean, "std": std, "applied_in": applied, "source_columns": self.columns}
 
     def outputs(self, fitted: dict) -> list:
@@ -221,7 +222,7 @@ class DecodedImage:
     def fit(self, train_df) -> dict:
         per_channel = math.prod(self.shape[1:])
         mean, std = channel_stats(train_df, self.name, self.shape[0], lambda i: (i / per_channel).cast("int"))
-        return {"type": "standardize", "axis": "channel", "mean": mean, "std": std, "applied_in": "reader"}
+        return {"type": "standardize", "axis": "channel", "mean": mean, "std": std, "applied_in": "model"}
 
     def outputs(self, fitted: dict) -> list:
         from pyspark.sql import functions as F

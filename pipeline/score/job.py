@@ -222,24 +222,23 @@ def _predictor(model_broadcast, batch_rows: int):
         import torch
 
         from pipeline.config import ModelConfig
-        from pipeline.data.reader import collate, decode_table, reader_norms
+        from pipeline.data.reader import collate, decode_table
         from pipeline.models import build_model
 
         torch.set_num_threads(1)  # one task per core already
         bundle = torch.load(io.BytesIO(model_broadcast.value), map_location="cpu", weights_only=True)
         schema = bundle["schema"]
-        model = build_model(ModelConfig(**bundle["model"]), schema)
+        model = build_model(ModelConfig(**bundle["model"]), schema, bundle["featurizer"])
         model.load_state_dict(bundle["state_dict"])
         model.eval()
         features = schema["features"]
-        norms = reader_norms({"schema": schema, "featurizer": bundle["featurizer"]})
         classes = np.array([str(c) for c in schema["label"]["classes"]], dtype=object)
         for record_batch in batches:
             for start in range(0, record_batch.num_rows, batch_rows):
                 table = pa.Table.from_batches([record_batch.slice(start, batch_rows)])
                 rows = decode_table(table, features, extra=(ROW_ID_COLUMN,))
                 with torch.no_grad():
-                    probs = torch.softmax(model(collate(rows, features, norms)), dim=1).numpy()
+                    probs = torch.softmax(model(collate(rows, features)), dim=1).numpy()
                 index = probs.argmax(axis=1).astype(np.int32)
                 yield pa.RecordBatch.from_arrays(
                     [

@@ -36,6 +36,7 @@ class Progress:
     bad_epochs: int = 0
     stopped: bool = False
     skipped: int = 0
+    overflow_steps: int = 0  # fp16: steps the loss scaler skipped (gradients overflowed at its scale)
     best_epoch: int | None = None
     best_state: dict | None = None
 
@@ -80,8 +81,8 @@ def find_run_to_resume(cfg: Config) -> str:
 
 
 def float_buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The model's floating-point buffers (batch-norm running statistics), copied."""
-    return {name: buf.detach().clone() for name, buf in model.named_buffers() if buf.is_floating_point()}
+    """The model's floating-point buffers (batch-norm running statistics), copied to the CPU."""
+    return {name: buf.detach().to("cpu", copy=True) for name, buf in model.named_buffers() if buf.is_floating_point()}
 
 
 def mean_buffers(per_rank: list[dict]) -> dict[str, torch.Tensor]:

@@ -24,6 +24,7 @@ from pipeline.data import ShardReader
 from pipeline.data.cache import ShardCache
 from pipeline.dist import Collective
 from pipeline.dist.base import RankFailure
+from pipeline.dist.device import autocast, check_precision, grad_scaler, to_device
 from pipeline.manifest import read_manifest
 from pipeline.models import build_model
 from pipeline.schema import LABEL_COLUMN, ROW_ID_COLUMN
@@ -59,15 +60,21 @@ class Trainer:
             self.cfg = cfg = with_absolute_locations(cfg)
             self.version_dir, self.manifest = read_manifest(dataset or dataset_path(cfg))
             self.fingerprint = self.manifest["fingerprint"]
+            self.device, self.precision = collective.device, cfg.train.precision
+            check_precision(self.precision, self.device)
             torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank (rank 0's win anyway)
-            self.model = build_model(cfg.model, self.manifest["schema"])
+            self.model = build_model(cfg.model, self.manifest["schema"], self.manifest["featurizer"])
             if cfg.model.sync_batch_norm:
                 self.model = collective.synchronize_batch_norm(self.model)
+            self.model.to(self.device)  # before the optimizer: its state lives beside the parameters
             self.optimizer = make_optimizer(cfg.train, self.model.parameters(), cfg.train.lr)
+            self.scaler = grad_scaler(self.precision, self.device)
         self.first_step_at: float | None = None  # wall clock of this process's first step (startup cost)
         self.unreadable_checkpoints: list[str] = []
         self.reference_batch = reference_batch(self.cfg.train)  # a resume takes the run's own
         self._resumed_buffers: dict | None = None
+        self._overflow_streak = 0  # fp16 steps in a row the loss scaler skipped
+        self.compute_dtype: str | None = None  # what the forward pass really computed in (the logits' dtype)
         # With peers, a rank that stops making progress ends itself (and so the job).
         self.watchdog = Watchdog(1.5 * cfg.dist.timeout_s, collective.rank) if collective.size > 1 else None
         self._build_readers()
@@ -103,15 +110,17 @@ class Trainer:
         tc, rc = self.cfg.train, self.cfg.data.reader
         rank, size = self.coll.rank, self.coll.size
         cache = ShardCache(rc.cache_dir, rc.cache_max_bytes) if rc.cache_dir else None
+        pin = self.device.type == "cuda"  # batches in page-locked memory: the copy to the GPU runs asynchronously
         self.train_reader = ShardReader(
             self.version_dir, "train", rank, size, tc.batch_size, seed=tc.seed, mode="train",
             remainder=rc.remainder, shuffle_buffer=rc.shuffle_buffer, prefetch=rc.prefetch, verify=rc.verify,
             bucket_by_length=rc.bucket_by_length, layout=rc.layout, cache=cache, readahead=rc.readahead,
-            page_checksums=rc.page_checksums,
+            page_checksums=rc.page_checksums, pin_memory=pin,
         )
         self.eval_readers = {
             split: ShardReader(self.version_dir, split, rank, size, tc.batch_size, mode="eval", prefetch=rc.prefetch,
-                               verify=rc.verify, cache=cache, readahead=rc.readahead, page_checksums=rc.page_checksums)
+                               verify=rc.verify, cache=cache, readahead=rc.readahead, page_checksums=rc.page_checksums,
+                               pin_memory=pin)
             for split in ("val", "test")
             if self.manifest["splits"][split]["rows"] > 0
         }
@@ -145,8 +154,9 @@ class Trainer:
         self.optimizer = coll.wrap_optimizer(self.optimizer, self.model, cfg.dist.fp16_allreduce, cfg.train.accumulate_steps)
         if coll.is_root:
             log.info(
-                "training %s on %s: %d %s ranks x %d threads, %d steps/epoch, global batch %d%s",
-                cfg.model.type, self.version_dir, coll.size, coll.engine, coll.threads, self.steps_per_epoch,
+                "training %s on %s: %d %s ranks x %d threads on %s (%s), %d steps/epoch, global batch %d%s",
+                cfg.model.type, self.version_dir, coll.size, coll.engine, coll.threads, self.device, self.precision,
+                self.steps_per_epoch,
                 cfg.train.batch_size * coll.size, f", resumed from {resumed_from}" if resumed_from else "",
             )
         if cfg.dist.elastic:
@@ -213,7 +223,7 @@ class Trainer:
         bar = tqdm(total=steps, desc=f"epoch {st.epoch + 1}", disable=not (coll.is_root and sys.stderr.isatty()), leave=False)
         for i in range(steps):
             t0 = time.perf_counter()
-            batch = next(batches)
+            batch = to_device(next(batches), self.device)
             self._beat()
             clock["waited"] += time.perf_counter() - t0
             group_start = i - i % accumulate
@@ -221,9 +231,12 @@ class Trainer:
             last_in_group = i == group_start + group - 1
             y = batch[LABEL_COLUMN]
             with contextlib.nullcontext() if last_in_group else coll.no_sync(self.train_model):
-                logits = self.train_model(batch)
-                loss = F.cross_entropy(logits, y)
-                (loss / group).backward()
+                with autocast(self.precision, self.device):
+                    logits = self.train_model(batch)
+                    loss = F.cross_entropy(logits, y)
+                self.compute_dtype = self.compute_dtype or str(logits.dtype).removeprefix("torch.")
+                scaled = loss / group
+                (scaled if self.scaler is None else self.scaler.scale(scaled)).backward()
             value = loss.item()
             if math.isfinite(value):
                 local += torch.tensor([value * len(y), (logits.argmax(1) == y).sum().item(), len(y)], dtype=torch.float64)
@@ -236,7 +249,7 @@ class Trainer:
             progress = st.epoch + (consumed + (i + 1 - group) * per_batch) / reader.total_rows
             set_learning_rate(self.optimizer, learning_rate(tc, coll.size, progress, self.reference_batch))
             t0 = time.perf_counter()
-            coll.step(self.optimizer, functools.partial(self._check_gradients, st, i, steps))  # collective: gradients averaged
+            coll.step(self.optimizer, functools.partial(self._check_gradients, st, i, steps), self.scaler)  # collective: gradients averaged
             self._beat()
             clock["stepping"] += time.perf_counter() - t0
             self.optimizer.zero_grad()
@@ -266,7 +279,11 @@ class Trainer:
         else:
             norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad.detach()) for p in params]))
         if torch.isfinite(norm):
+            self._overflow_streak = 0
             return True
+        if self.scaler is not None and not self._scaler_gave_up(st):
+            st.overflow_steps = st.overflow_steps + 1  # fp16 overflow at this scale: the scaler halves it
+            return False
         if tc.skip_nonfinite:
             st.skipped = st.skipped + 1
             return False
@@ -274,6 +291,14 @@ class Trainer:
             f"training stopped at global step {st.global_step + 1} (epoch {st.epoch + 1}, batch {batch + 1} of {steps}): the "
             "gradients are not finite (NaN or inf; a warning above names the rows whose loss was not); lower train.lr, "
             "check those rows, or set train.skip_nonfinite=true to skip such batches", quiet=not self.coll.is_root)
+
+    MAX_OVERFLOWS = 30  # consecutive fp16 overflows: the scale has fallen 2^30-fold, the gradients are not finite
+
+    def _scaler_gave_up(self, st) -> bool:
+        """An overflow is the loss scaler's business (it lowers the scale and the step is
+        skipped) until so many in a row that no scale helps: then it is non-finite gradients."""
+        self._overflow_streak += 1
+        return self._overflow_streak > self.MAX_OVERFLOWS
 
     def _fold(self, st, local: torch.Tensor, clock: dict) -> None:
         """Add this rank's metric sums and time since the last fold into ``st`` (global)."""
@@ -334,9 +359,11 @@ class Trainer:
         sums = torch.zeros(3, dtype=torch.float64)
         for batch in reader:
             self._beat()
+            batch = to_device(batch, self.device)
             y = batch[LABEL_COLUMN]
-            logits = self.model(batch)
-            loss = F.cross_entropy(logits, y, reduction="sum")
+            with autocast(self.precision, self.device):
+                logits = self.model(batch)
+            loss = F.cross_entropy(logits.float(), y, reduction="sum")
             sums += torch.tensor([loss.item(), (logits.argmax(1) == y).sum().item(), len(y)], dtype=torch.float64)
         total = self.coll.allreduce_sum(sums, name=f"eval.{split}")  # collective
         seen = total[2].item()
@@ -347,16 +374,18 @@ class Trainer:
         state, config, dataset fingerprint and world size as one object (and metrics.jsonl
         when ``metrics``); every rank learns whether that worked."""
         rng = self.coll.allgather_object(torch.get_rng_state(), "rng")  # collective
+        # On a GPU, dropout draws from the device's generator: its state too, per rank.
+        cuda_rng = self.coll.allgather_object(torch.cuda.get_rng_state(self.device), "cuda_rng") if self.device.type == "cuda" else None  # collective
         # Every rank's batch-norm statistics (they differ between ranks mid-epoch), so a
         # resume on the same world size restores each rank's own: exact, also with batch norm.
         buffers = self.coll.allgather_object(float_buffers(self.model), "buffers")  # collective
         with self._agreed():
             if self.coll.is_root:
-                self._write_checkpoint(st, rng, buffers)
+                self._write_checkpoint(st, rng, buffers, cuda_rng)
                 if metrics:
                     rd.write_metrics(self.run_dir, st.history)
 
-    def _write_checkpoint(self, st, rng: list, buffers: list) -> None:
+    def _write_checkpoint(self, st, rng: list, buffers: list, cuda_rng: list | None) -> None:
         state = {
             "global_step": st.global_step,
             "world_size": self.coll.size,
@@ -370,7 +399,12 @@ class Trainer:
             "progress": Progress.fields_of(st),
             "rng": rng,
             "rank_buffers": buffers,
+            "precision": self.precision,
         }
+        if cuda_rng is not None:
+            state["cuda_rng"] = cuda_rng
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
         ckpt.save_checkpoint(self.run_dir, state, self.cfg.train.keep_checkpoints)
 
     def _resume(self) -> tuple[Progress, str]:
@@ -386,6 +420,7 @@ class Trainer:
                 self.optimizer.load_state_dict(state["optimizer"])
                 ckpt.apply_changed_settings(path, state["config"]["train"], self.cfg.train, self.optimizer)
                 meta = {"path": path, "progress": state["progress"], "rng": state["rng"], "world_size": state["world_size"],
+                        "cuda_rng": state.get("cuda_rng"), "scaler": state.get("scaler"),
                         "reference_batch": self.cfg.train.reference_batch or state["scheduler"].get("reference_batch"),
                         "rank_buffers": state.get("rank_buffers")}
                 # Epochs after the checkpoint will be trained again: their metric lines go.
@@ -394,9 +429,13 @@ class Trainer:
         self.reference_batch = meta["reference_batch"] or self.reference_batch
         self._resumed_buffers = meta["rank_buffers"] and (
             meta["rank_buffers"][coll.rank] if meta["world_size"] == coll.size else mean_buffers(meta["rank_buffers"]))
+        if self.scaler is not None and meta["scaler"]:
+            self.scaler.load_state_dict(meta["scaler"])  # fp16: go on at the scale the run had reached
         if meta["world_size"] == coll.size:
             torch.set_rng_state(meta["rng"][coll.rank])
-        else:  # a new world: fresh, distinct streams per rank
+            if self.device.type == "cuda" and meta["cuda_rng"]:
+                torch.cuda.set_rng_state(meta["cuda_rng"][coll.rank], self.device)
+        else:  # a new world: fresh, distinct streams per rank (torch.manual_seed seeds the GPUs too)
             torch.manual_seed(self.cfg.train.seed * 1_000_003 + coll.rank * 7919 + meta["progress"]["global_step"])
         progress = Progress(**meta["progress"])
         if coll.is_root:
@@ -420,6 +459,11 @@ class Trainer:
             "hosts": hosts,  # by rank
             "engine": self.coll.engine,
             "threads_per_rank": self.coll.threads,
+            "device": self.device.type,
+            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
+            "precision": self.precision,
+            "compute_dtype": self.compute_dtype,
+            "fp16_overflow_steps": st.overflow_steps,  # fp16: steps the loss scaler skipped
             "epochs": len(history),
             "early_stopped": st.stopped,
             "best_epoch": self._kept_epoch(st),  # the epoch whose weights model.pt holds

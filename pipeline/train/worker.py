@@ -32,7 +32,7 @@ def train_rank(cfg: Config | dict, resume: bool = False) -> dict:
     load_secrets()  # credentials the launcher kept off this rank's command line
     if isinstance(cfg, dict):
         cfg = from_dict(cfg)
-    collective = make_collective(cfg.dist)
+    collective = make_collective(cfg.dist, cfg.train.device)
     try:
         setup_logging(collective.rank)
         result = Trainer(cfg, collective).fit(resume=resume)

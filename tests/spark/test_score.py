@@ -38,7 +38,7 @@ def test_scoring_the_test_split_matches_the_trainers_evaluation(spark, digits_ve
     from pipeline.config import ModelConfig
     from pipeline.models import build_model
 
-    model = build_model(ModelConfig(**bundle["model"]), bundle["schema"])
+    model = build_model(ModelConfig(**bundle["model"]), bundle["schema"], bundle["featurizer"])
     model.load_state_dict(bundle["state_dict"])
     model.eval()
     expected, labels = {}, {}

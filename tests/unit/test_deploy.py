@@ -12,7 +12,7 @@ import yaml
 
 from pipeline.launch.submit import REPO, SubmitOptions, spark_submit_argv
 
-SCRIPTS = [REPO / p for p in ("deploy/local/setup.sh", "deploy/local/spark-cluster.sh", "deploy/local/multihost.sh", "deploy/spark/submit.sh",
+SCRIPTS = [REPO / p for p in ("deploy/local/setup.sh", "deploy/local/build_horovod.sh", "deploy/spark/gpu-discovery.sh", "deploy/local/spark-cluster.sh", "deploy/local/multihost.sh", "deploy/spark/submit.sh",
                               "deploy/slurm/train.sbatch", "deploy/k8s/spark-submit-k8s.sh")]
 
 
@@ -131,3 +131,52 @@ def test_slurm_script_builds_hosts_from_the_allocation_and_resumes_when_requeued
     (run / "step-000000200.pt").write_bytes(b"x")
     subprocess.run(["bash", sbatch, "conf/digits_cnn.yaml"], env={**env, "SLURM_RESTART_COUNT": "1"}, check=True, capture_output=True)
     assert "--resume" in (tmp_path / "argv").read_text().split()
+
+
+def _conf(argv: list[str]) -> dict[str, str]:
+    return dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "--conf")
+
+
+def test_gpu_requests_per_system():
+    """Spark's resource scheduling (a GPU per task, the discovery script per master), the
+    MPIJob's nvidia.com/gpu limits, the CUDA image, Slurm's --gpus-per-task."""
+    k8s = _conf(spark_submit_argv("train", [], SubmitOptions(master="k8s://https://api:6443", image="r/p:1", gpus_per_executor=2)))
+    assert k8s["spark.executor.resource.gpu.amount"] == "2" and k8s["spark.task.resource.gpu.amount"] == "1"
+    assert k8s["spark.executor.resource.gpu.discoveryScript"] == "/opt/pipeline/deploy/spark/gpu-discovery.sh"
+    assert k8s["spark.executor.resource.gpu.vendor"] == "nvidia.com"
+    yarn = spark_submit_argv("train", [], SubmitOptions(master="yarn", gpus_per_executor=1))
+    assert _conf(yarn)["spark.executor.resource.gpu.discoveryScript"] == "./gpu-discovery.sh"
+    assert yarn[yarn.index("--files") + 1] == str(REPO / "deploy/spark/gpu-discovery.sh")
+    standalone = _conf(spark_submit_argv("train", [], SubmitOptions(master="spark://h:7077", gpus_per_executor=4)))
+    assert standalone["spark.executor.resource.gpu.discoveryScript"] == str(REPO / "deploy/spark/gpu-discovery.sh")
+    with pytest.raises(ValueError, match="not in local mode"):
+        spark_submit_argv("train", [], SubmitOptions(master="local[2]", gpus_per_executor=1))
+    (argv,) = dry_run("--master", "spark://h:7077", "--gpus-per-executor", "2", "train", "--", "--config", "conf/digits_cnn.yaml")
+    assert _conf(argv)["spark.task.resource.gpu.amount"] == "1"
+
+    job = yaml.safe_load((REPO / "deploy/k8s/mpijob-train-gpu.yaml").read_text())
+    launcher = job["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"][0]
+    workers = job["spec"]["mpiReplicaSpecs"]["Worker"]
+    worker = workers["template"]["spec"]["containers"][0]
+    slots = job["spec"]["slotsPerWorker"]
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == slots == worker["resources"]["requests"]["nvidia.com/gpu"]
+    assert int(launcher["args"][launcher["args"].index("-np") + 1]) == workers["replicas"] * slots
+    assert worker["image"] == launcher["image"] and "pipeline-cuda" in worker["image"] and "train.device=cuda" in launcher["args"]
+    cuda = (REPO / "deploy/docker/Dockerfile.cuda").read_text()
+    assert "FROM nvidia/cuda:" in cuda and "-devel-" in cuda  # nvcc, for Horovod's NCCL operations
+    assert "TORCH_INDEX_URL=https://download.pytorch.org/whl/cu" in cuda and "PIPELINE_HOROVOD_GPU=1" in cuda
+    assert "deploy/local/build_horovod.sh" in cuda and "deploy/local/build_horovod.sh" in (REPO / "deploy/docker/Dockerfile").read_text()
+    assert "--gpus-per-task=1" in (REPO / "deploy/slurm/train.sbatch").read_text()
+
+
+def test_gpu_discovery_script_prints_sparks_resource_json(tmp_path):
+    """The script's parsing of nvidia-smi's output (a stand-in nvidia-smi here; the real
+    one ran on the lent GPU machine, bench/results/gpu.json)."""
+    import json
+
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\nprintf '0\\n1\\n 2\\n'\n")
+    fake.chmod(0o755)
+    out = subprocess.run([str(REPO / "deploy/spark/gpu-discovery.sh")], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}).stdout
+    assert json.loads(out) == {"name": "gpu", "addresses": ["0", "1", "2"]}
