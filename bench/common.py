@@ -78,8 +78,12 @@ def goal(name: str, value: float, target: float, higher_is_better: bool = True) 
 
 
 def provenance() -> dict:
-    """The command, commit and time that produced a figure (kept beside the figure)."""
+    """The command, commit and time that produced a figure (kept beside the figure).
+    ``PIPELINE_COMMIT`` names the commit where the tree was copied without its history
+    (a lent GPU machine)."""
     try:
+        if os.environ.get("PIPELINE_COMMIT"):
+            raise OSError("commit given")
         repo = RESULTS.parent.parent
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=repo, check=True).stdout.strip()
         # Any change in the tree (code, configs) marks the figure; results written by an

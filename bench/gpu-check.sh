@@ -18,10 +18,12 @@ mkdir -p "$OUT"
 nvidia-smi -L | tee "$OUT/nvidia-smi.txt"
 PIPELINE_GPU_DIGITS=$DIGITS timeout "${TEST_TIMEOUT:-300}" "$PY" -m pytest -q -p no:cacheprovider tests/gpu tests/unit/test_device.py \
     2>&1 | tee "$OUT/pytest.log"
-timeout "${BENCH_TIMEOUT:-300}" "$PY" bench/gpu.py --digits "$DIGITS" --only precision stall ddp 2>&1 \
+# shellcheck disable=SC2086  # BENCH_SECTIONS is a list of words
+timeout "${BENCH_TIMEOUT:-300}" "$PY" bench/gpu.py --digits "$DIGITS" --only ${BENCH_SECTIONS:-precision stall ddp} 2>&1 \
     | grep -v ' INFO ' | tee "$OUT/bench.log"
 if [ -n "${HOROVOD_SDIST:-}" ]; then
-    HOROVOD_BUILD_CUDA_CC_LIST=${HOROVOD_BUILD_CUDA_CC_LIST:-90} PIPELINE_HOROVOD_GPU=1 timeout "${HOROVOD_BUILD_TIMEOUT:-300}" \
+    HOROVOD_BUILD_LOG="$OUT/horovod-build-full.log" HOROVOD_BUILD_CUDA_CC_LIST=${HOROVOD_BUILD_CUDA_CC_LIST:-90} \
+        PIPELINE_HOROVOD_GPU=1 timeout "${HOROVOD_BUILD_TIMEOUT:-300}" \
         bash deploy/local/build_horovod.sh "$PY" /tmp/hvd-wheel >"$OUT/horovod-build.log" 2>&1
     tail -n 30 "$OUT/horovod-build.log"
     wheel=$(find /tmp/hvd-wheel -name 'horovod-*.whl' 2>/dev/null | head -1)

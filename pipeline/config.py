@@ -221,8 +221,11 @@ class ReaderConfig:
             of the row groups a rank needs, straight from the store.
         cache_max_bytes: the cache's size bound; least recently used shards go first.
         readahead: on an object store (no cache), row groups fetched ahead in parallel,
-            hiding each ranged read's latency; 0 fetches one at a time. Local files are
-            always read inline.
+            hiding each ranged read's latency; 0 fetches one at a time.
+        decode_threads: local row groups decoded ahead in parallel by this many threads.
+            None: on a GPU rank the cores it owns (the CPU has nothing else to do while
+            the GPU trains, and one thread decodes uint8 images slower than a GPU trains
+            on them), on a CPU rank 0 (inline: more threads would take cores from training).
         page_checksums: verify each Parquet data page's CRC while reading (prepare writes
             them), so a changed byte stops training at its row group, naming the file.
     """
@@ -236,6 +239,7 @@ class ReaderConfig:
     cache_dir: Optional[str] = None
     cache_max_bytes: int = 20 * 2**30
     readahead: int = 4
+    decode_threads: Optional[int] = None
     page_checksums: bool = True
 
 
@@ -572,6 +576,7 @@ def validate(cfg: Config) -> None:
     non_negative = {
         "train.grad_clip": cfg.train.grad_clip,
         "data.reader.readahead": cfg.data.reader.readahead,
+        "data.reader.decode_threads": cfg.data.reader.decode_threads or 0,
         "train.warmup_epochs": cfg.train.warmup_epochs,
         "train.early_stopping_patience": cfg.train.early_stopping_patience,
         "train.early_stopping_min_delta": cfg.train.early_stopping_min_delta,

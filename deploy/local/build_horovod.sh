@@ -7,7 +7,8 @@
 # when this machine can build them: nvcc on PATH (or $CUDA_HOME/bin) and a CUDA build of
 # torch; NCCL from $NCCL_HOME, else the nvidia-nccl wheel torch itself depends on.
 # PIPELINE_HOROVOD_GPU=0 builds CPU-only anyway, =1 fails when GPU operations cannot be
-# built. HOROVOD_SDIST names a downloaded horovod-0.28.1.tar.gz (machines without PyPI).
+# built. HOROVOD_SDIST names a downloaded horovod-0.28.1.tar.gz (machines without PyPI);
+# HOROVOD_BUILD_LOG, where to keep the whole build log when the build fails.
 set -euo pipefail
 PY=$1
 OUT=$2
@@ -81,7 +82,10 @@ mkdir -p "$OUT"
     HOROVOD_WITHOUT_TENSORFLOW=1 HOROVOD_WITHOUT_MXNET=1 CMAKE_POLICY_VERSION_MINIMUM=3.5 "${gpu_env[@]}" \
     MAKEFLAGS="-j$(nproc)" "$PY" -m pip wheel --disable-pip-version-check -v \
     --no-build-isolation --no-deps -w "$build/out" . ) >"$build/build.log" 2>&1 \
-    || { tail -n 60 "$build/build.log" >&2; die "Horovod build failed (last lines of $build/build.log above)"; }
+    || { [ -n "${HOROVOD_BUILD_LOG:-}" ] && cp "$build/build.log" "$HOROVOD_BUILD_LOG"
+         grep -n -E 'error|Error|CMake Error|No such file' "$build/build.log" | grep -v -E 'Werror|error\.h|_error\.' | head -n 40 >&2
+         tail -n 20 "$build/build.log" >&2
+         die "Horovod build failed (error lines and the last lines of $build/build.log above${HOROVOD_BUILD_LOG:+; the whole log: $HOROVOD_BUILD_LOG})"; }
 mv "$build"/out/horovod-*.whl "$OUT"/
 rm -rf "$build"
 say "built $(find "$OUT" -maxdepth 1 -name 'horovod-*.whl' | head -1) ($mode)"

@@ -59,7 +59,9 @@ class ShardReader(torch.utils.data.IterableDataset):
         cache: keep whole shards in this node-local cache (see :class:`ShardCache`);
             None reads row groups straight from the store.
         readahead: on an object store, row groups fetched ahead in parallel (see
-            :mod:`pipeline.data.groups`); local files are read inline.
+            :mod:`pipeline.data.groups`).
+        decode_threads: local row groups decoded ahead in parallel; 0 reads them inline
+            in the background thread.
         page_checksums: verify every data page's checksum as it is read.
         pin_memory: hand out batches in page-locked memory (for a CUDA device: the
             copy to it is then asynchronous); pinned in the background thread.
@@ -84,6 +86,7 @@ class ShardReader(torch.utils.data.IterableDataset):
         layout: str = "contiguous",
         cache: ShardCache | None = None,
         readahead: int = 4,
+        decode_threads: int = 0,
         page_checksums: bool = True,
         pin_memory: bool = False,
     ):
@@ -97,7 +100,7 @@ class ShardReader(torch.utils.data.IterableDataset):
         self.batch_size, self.seed, self.mode, self.remainder = batch_size, seed, mode, remainder
         self.shuffle_buffer, self.prefetch, self.layout = shuffle_buffer, prefetch, layout
         self.cache, self.readahead, self.page_checksums = cache, readahead, page_checksums
-        self.pin_memory = pin_memory
+        self.pin_memory, self.decode_threads = pin_memory, decode_threads
         self.features = self.manifest["schema"]["features"]
         sequences = [n for n, spec in self.features.items() if spec["kind"] == "sequence"]
         self.bucket_on = sequences[0] if (bucket_by_length and mode == "train" and sequences) else None
@@ -226,7 +229,7 @@ class ShardReader(torch.utils.data.IterableDataset):
 
         fetcher = GroupFetcher(locations, self._footers, stream.order, feature_columns(self.features) + [LABEL_COLUMN, ROW_ID_COLUMN],
                                self._decode, self.readahead, open_local if self.cache is not None else None,
-                               self.page_checksums)
+                               self.page_checksums, self.decode_threads)
         held: dict[int, dict] = {}
         try:
             for (gi, offsets, needed), upcoming in _with_lookahead(_located(stream, spans), fetcher.readahead):

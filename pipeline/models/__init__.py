@@ -57,7 +57,8 @@ class Classifier(nn.Module):
         self._constants: dict[tuple[str, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _standardized(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        """uint8 [B, C, ...] -> float32 (x - mean[c]) / std[c], on x's device."""
+        """[B, C, ...] raw values (uint8 from shards, int or float from scoring's featurizer)
+        -> float32 (x - mean[c]) / std[c], on x's device."""
         key = (name, x.device)
         if key not in self._constants:
             mean, std = self.standardize[name]
@@ -68,8 +69,8 @@ class Classifier(nn.Module):
         return x.float().sub(mean).div(std)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        raw = [n for n in self.tensors if batch[n].dtype == torch.uint8]
-        if raw:  # uint8 features without fitted statistics are only cast
+        raw = [n for n in self.tensors if n in self.standardize or batch[n].dtype == torch.uint8]
+        if raw:  # features without fitted statistics are only cast
             batch = {**batch, **{n: self._standardized(n, batch[n]) if n in self.standardize else batch[n].float() for n in raw}}
         if self.kind == "rnn":
             if self.sequence is not None:

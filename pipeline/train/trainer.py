@@ -111,16 +111,18 @@ class Trainer:
         rank, size = self.coll.rank, self.coll.size
         cache = ShardCache(rc.cache_dir, rc.cache_max_bytes) if rc.cache_dir else None
         pin = self.device.type == "cuda"  # batches in page-locked memory: the copy to the GPU runs asynchronously
+        # A GPU rank's cores have nothing to do but decode: its share of them, in parallel.
+        threads = rc.decode_threads if rc.decode_threads is not None else (self.coll.threads if pin else 0)
         self.train_reader = ShardReader(
             self.version_dir, "train", rank, size, tc.batch_size, seed=tc.seed, mode="train",
             remainder=rc.remainder, shuffle_buffer=rc.shuffle_buffer, prefetch=rc.prefetch, verify=rc.verify,
             bucket_by_length=rc.bucket_by_length, layout=rc.layout, cache=cache, readahead=rc.readahead,
-            page_checksums=rc.page_checksums, pin_memory=pin,
+            page_checksums=rc.page_checksums, pin_memory=pin, decode_threads=threads,
         )
         self.eval_readers = {
             split: ShardReader(self.version_dir, split, rank, size, tc.batch_size, mode="eval", prefetch=rc.prefetch,
                                verify=rc.verify, cache=cache, readahead=rc.readahead, page_checksums=rc.page_checksums,
-                               pin_memory=pin)
+                               pin_memory=pin, decode_threads=threads)
             for split in ("val", "test")
             if self.manifest["splits"][split]["rows"] > 0
         }

@@ -22,7 +22,7 @@ def test_every_rank_gets_the_same_number_of_batches(digits_version, world):
     counts = [sum(1 for _ in rd) for rd in readers]
     assert counts == [m["splits"]["train"]["rows"] // (32 * world)] * world
     batch = next(iter(readers[0]))
-    assert batch["image"].shape == (32, 1, 8, 8) and batch["image"].dtype == torch.float32
+    assert batch["image"].shape == (32, 1, 8, 8) and batch["image"].dtype == torch.uint8  # standardised by the model
     assert batch["label"].dtype == torch.int64
 
 
@@ -41,14 +41,19 @@ def test_shares_are_disjoint_and_epochs_reshuffle(digits_version):
     assert first != second and first == [x["label"].tolist() for x in readers[0]]
 
 
-def test_eval_mode_reads_every_row_once_with_normalised_values(digits_version):
+def test_eval_mode_reads_every_row_once_raw_and_the_model_standardises(digits_version):
+    from pipeline.config import ModelConfig
+    from pipeline.models import build_model
+
     version_dir, m = digits_version
     rows = sum(len(b["label"]) for r in range(3) for b in ShardReader(version_dir, "test", r, 3, 10, mode="eval"))
     assert rows == m["splits"]["test"]["rows"]
     stats = m["featurizer"]["image"]
     batch = next(iter(ShardReader(version_dir, "test", 0, 1, 64, mode="eval")))
-    raw = batch["image"] * stats["std"][0] + stats["mean"][0]  # one channel
-    assert torch.allclose(raw, raw.round(), atol=1e-4) and raw.min() >= 0 and raw.max() <= 16
+    raw = batch["image"]  # the stored uint8 pixels, 0..16
+    assert raw.dtype == torch.uint8 and raw.max() <= 16 and stats["applied_in"] == "model"
+    standardized = build_model(ModelConfig(), m["schema"], m["featurizer"])._standardized("image", raw)
+    assert torch.allclose(standardized * stats["std"][0] + stats["mean"][0], raw.float(), atol=1e-4)
 
 
 def test_too_few_rows_for_the_world_is_refused_before_training(digits_version):
