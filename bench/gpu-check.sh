@@ -7,7 +7,8 @@
 #    and the device unit tests; 2. bench/gpu.py (precision, input stall, DDP over NCCL),
 #    writing bench/results/gpu.json; 3. with HOROVOD_SDIST (a horovod-0.28.1.tar.gz) set,
 #    Horovod built with NCCL by deploy/local/build_horovod.sh and its GPU run. Logs and
-#    gpu.json land in OUT_DIR. PYTHON picks the interpreter (default: python3).
+#    gpu.json land in OUT_DIR. PYTHON picks the interpreter (default: python3); TESTS=0 skips
+#    step 1, BENCH_SECTIONS picks bench/gpu.py's sections (default: precision stall ddp).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 DIGITS=${1:?usage: bench/gpu-check.sh DIGITS_DATA_ROOT [OUT_DIR]}
@@ -16,8 +17,10 @@ PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 nvidia-smi -L | tee "$OUT/nvidia-smi.txt"
-PIPELINE_GPU_DIGITS=$DIGITS timeout "${TEST_TIMEOUT:-300}" "$PY" -m pytest -q -p no:cacheprovider tests/gpu tests/unit/test_device.py \
-    2>&1 | tee "$OUT/pytest.log"
+if [ "${TESTS:-1}" != 0 ]; then
+    PIPELINE_GPU_DIGITS=$DIGITS timeout "${TEST_TIMEOUT:-300}" "$PY" -m pytest -q -p no:cacheprovider tests/gpu tests/unit/test_device.py \
+        2>&1 | tee "$OUT/pytest.log"
+fi
 # shellcheck disable=SC2086  # BENCH_SECTIONS is a list of words
 timeout "${BENCH_TIMEOUT:-300}" "$PY" bench/gpu.py --digits "$DIGITS" --only ${BENCH_SECTIONS:-precision stall ddp} 2>&1 \
     | grep -v ' INFO ' | tee "$OUT/bench.log"

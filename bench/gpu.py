@@ -155,7 +155,19 @@ def stall_section(args, device: torch.device, images_root: Path) -> tuple[dict, 
                                             pin_memory=device.type == "cuda", decode_threads=0)}
     steps = min(args.stall_steps, len(readers["reader"]))
     resident = [to_device(b, device) for _, b in zip(range(steps), readers["reader"])]
-    figures = {"decode_threads": threads}
+    figures = {"decode_threads": threads, "reader_alone_batches_per_sec": {}}
+    for label, reader in readers.items():  # no training: what the reader itself can hand over
+        rates = []
+        for _ in range(3):
+            batches = iter(reader)
+            _sync(device)
+            t0 = time.perf_counter()
+            for _, batch in zip(range(steps), batches):
+                to_device(batch, device)
+            _sync(device)
+            rates.append(steps / (time.perf_counter() - t0))
+        figures["reader_alone_batches_per_sec"][label] = sorted(rates)[1]
+    print(f"reader alone: {figures['reader_alone_batches_per_sec']} batches/s of 256", flush=True)
     for precision in ("fp32", "bf16"):
         runs: dict[str, list] = {"preloaded_on_gpu": [], "reader": [], "reader_inline": []}
         sources = {"preloaded_on_gpu": lambda: iter(resident),
