@@ -77,6 +77,9 @@ if [ "$mode" = nccl ]; then
 else
     say "building for the CPU (Gloo)"
 fi
+# GCC 13 no longer pulls <cstdint>, <stdexcept> and <string> in through other headers, and
+# Horovod 0.28.1 relies on that (group_table.h, common.h): include them in every C++ unit.
+export CXXFLAGS="${CXXFLAGS:-} -include cstdint -include stdexcept -include string"
 mkdir -p "$OUT"
 (cd "$src" && env HOROVOD_WITH_PYTORCH=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
     HOROVOD_WITHOUT_TENSORFLOW=1 HOROVOD_WITHOUT_MXNET=1 CMAKE_POLICY_VERSION_MINIMUM=3.5 "${gpu_env[@]}" \
