@@ -124,3 +124,24 @@ def test_the_model_standardises_uint8_images_exactly_as_the_reader_did():
     legacy = build_model(ModelConfig(type="cnn", channels=[4]), schema, {"image": {**featurizer["image"], "applied_in": "reader"}})
     plain = build_model(ModelConfig(type="cnn", channels=[4]), schema)
     assert legacy.standardize == model.standardize and set(model.state_dict()) == set(legacy.state_dict()) == set(plain.state_dict())
+
+
+def test_a_rank_started_by_spark_takes_the_gpu_its_task_was_given(monkeypatch):
+    """Under horovod.spark.run the Spark task's GPU addresses (spark.task.resource.gpu.amount)
+    reach the rank through Horovod's task info; the rank takes the first."""
+    pytest.importorskip("horovod.spark")
+    from horovod.spark.task import task_info
+    from pyspark.resource import ResourceInformation
+
+    from pipeline.dist.device import PER_PROCESS_VARIABLE, assigned_gpu
+
+    monkeypatch.delenv(PER_PROCESS_VARIABLE, raising=False)
+    monkeypatch.delenv("HOROVOD_SPARK_WORK_DIR", raising=False)
+    assert assigned_gpu() is None  # no scheduler assignment: cuda:<local rank>
+    monkeypatch.setenv("HOROVOD_SPARK_WORK_DIR", "/tmp")
+    monkeypatch.setattr(task_info._info, "resources", {"gpu": ResourceInformation("gpu", ["3", "4"])})
+    assert assigned_gpu() == 3 and choose_device("auto", 0, 2, 8, assigned_gpu()) == "cuda:3"
+    monkeypatch.setattr(task_info._info, "resources", {})
+    assert assigned_gpu() is None
+    monkeypatch.setenv(PER_PROCESS_VARIABLE, "1")  # Slurm --gpus-per-task: each rank sees only its own
+    assert assigned_gpu() == 0
