@@ -588,6 +588,10 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{key} must be >= 0, got {value}")
     if cfg.dist.elastic and cfg.dist.engine != "horovod":
         raise ConfigError(f"dist.elastic=true needs dist.engine=horovod (got {cfg.dist.engine!r}): elastic mode is Horovod's")
+    if cfg.dist.elastic and cfg.train.precision == "fp16":
+        raise ConfigError("train.precision=fp16 with dist.elastic=true: a worker joining after a reset would start from "
+                          "another loss scale than the survivors, and their gradients would be averaged at different "
+                          "scales; use train.precision=bf16 (no loss scale) or fp32")
     tensor = cfg.data.tensor
     if tensor is not None:
         if not tensor.shape or min(tensor.shape) <= 0:

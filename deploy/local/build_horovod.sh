@@ -86,7 +86,7 @@ mkdir -p "$OUT"
     MAKEFLAGS="-j$(nproc)" "$PY" -m pip wheel --disable-pip-version-check -v \
     --no-build-isolation --no-deps -w "$build/out" . ) >"$build/build.log" 2>&1 \
     || { [ -n "${HOROVOD_BUILD_LOG:-}" ] && cp "$build/build.log" "$HOROVOD_BUILD_LOG"
-         grep -n -E 'error|Error|CMake Error|No such file' "$build/build.log" | grep -v -E 'Werror|error\.h|_error\.' | head -n 40 >&2
+         { grep -n -E 'error|Error|CMake Error|No such file' "$build/build.log" | grep -v -E 'Werror|error\.h|_error\.' | head -n 40 >&2; } || true
          tail -n 20 "$build/build.log" >&2
          die "Horovod build failed (error lines and the last lines of $build/build.log above${HOROVOD_BUILD_LOG:+; the whole log: $HOROVOD_BUILD_LOG})"; }
 mv "$build"/out/horovod-*.whl "$OUT"/

@@ -70,8 +70,11 @@ check_system_packages() {
     fi
 }
 
+# What setup depends on: its scripts, the project's dependencies, and whether the CUDA
+# toolkit is there (installing it later makes the next setup build Horovod with NCCL).
 setup_inputs_hash() {
-    cat pyproject.toml deploy/local/setup.sh | sha256sum | cut -c1-16
+    { cat pyproject.toml deploy/local/setup.sh deploy/local/build_horovod.sh
+      command -v nvcc || true; echo "${CUDA_HOME:-}" "${PIPELINE_HOROVOD_GPU:-}"; } | sha256sum | cut -c1-16
 }
 
 up_to_date() {

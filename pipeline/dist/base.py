@@ -110,7 +110,9 @@ class Collective:
         """
         self.broadcast_parameters(model)  # collective
         if with_optimizer:
-            state = self.broadcast_object(optimizer.state_dict() if self.is_root else None, "optimizer_state")  # collective
+            # Pickled as CPU tensors (a GPU tensor would unpickle onto the root's device
+            # index on every rank); load_state_dict moves them beside the parameters.
+            state = self.broadcast_object(to_cpu(optimizer.state_dict()) if self.is_root else None, "optimizer_state")  # collective
             if not self.is_root:
                 optimizer.load_state_dict(state)
 
@@ -201,6 +203,17 @@ class Collective:
 
     def shutdown(self) -> None:
         """Release the engine's resources."""
+
+
+def to_cpu(obj):
+    """``obj`` (nested dicts, lists, tuples) with every tensor on the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
 
 
 def _apply(optimizer, before_step, scaler) -> bool:

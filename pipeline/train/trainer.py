@@ -69,11 +69,15 @@ class Trainer:
             self.model.to(self.device)  # before the optimizer: its state lives beside the parameters
             self.optimizer = make_optimizer(cfg.train, self.model.parameters(), cfg.train.lr)
             self.scaler = grad_scaler(self.precision, self.device)
+        # Every rank on the same kind of device: a mixed job would disagree on what to gather.
+        collective.agree("train.device is a GPU (1) or the CPU (0)", int(self.device.type == "cuda"))  # collective
         self.first_step_at: float | None = None  # wall clock of this process's first step (startup cost)
         self.unreadable_checkpoints: list[str] = []
         self.reference_batch = reference_batch(self.cfg.train)  # a resume takes the run's own
         self._resumed_buffers: dict | None = None
         self._overflow_streak = 0  # fp16 steps in a row the loss scaler skipped
+        self._nonfinite_loss = False  # this rank's loss was NaN/inf in the current optimizer step
+        self._keep_scale: float | None = None  # fp16: the scale to restore after a step skipped for bad rows
         self.compute_dtype: str | None = None  # what the forward pass really computed in (the logits' dtype)
         # With peers, a rank that stops making progress ends itself (and so the job).
         self.watchdog = Watchdog(1.5 * cfg.dist.timeout_s, collective.rank) if collective.size > 1 else None
@@ -243,6 +247,7 @@ class Trainer:
             if math.isfinite(value):
                 local += torch.tensor([value * len(y), (logits.argmax(1) == y).sum().item(), len(y)], dtype=torch.float64)
             else:  # this rank's rows behind it; the step's fate is decided on the averaged gradients
+                self._nonfinite_loss = True
                 log.warning("rank %d: loss %s at global step %d (epoch %d, batch %d of %d), rows %s", coll.rank, value,
                             st.global_step + 1, st.epoch + 1, i + 1, steps, batch[ROW_ID_COLUMN][:16].tolist())
             bar.update()
@@ -252,6 +257,10 @@ class Trainer:
             set_learning_rate(self.optimizer, learning_rate(tc, coll.size, progress, self.reference_batch))
             t0 = time.perf_counter()
             coll.step(self.optimizer, functools.partial(self._check_gradients, st, i, steps), self.scaler)  # collective: gradients averaged
+            if self._keep_scale is not None:  # skipped for bad rows, not for the scale: the scale stays
+                self.scaler.update(new_scale=self._keep_scale)
+                self._keep_scale = None
+            self._nonfinite_loss = False
             self._beat()
             clock["stepping"] += time.perf_counter() - t0
             self.optimizer.zero_grad()
@@ -283,9 +292,17 @@ class Trainer:
         if torch.isfinite(norm):
             self._overflow_streak = 0
             return True
-        if self.scaler is not None and not self._scaler_gave_up(st):
-            st.overflow_steps = st.overflow_steps + 1  # fp16 overflow at this scale: the scaler halves it
-            return False
+        if self.scaler is not None:
+            # Every rank is here (the same averaged gradients): did any rank's loss itself
+            # go non-finite (bad rows: the scale is not to blame), or only the gradients
+            # (an fp16 overflow at this scale: the scaler skips the step and halves it)?
+            flag = torch.tensor([float(self._nonfinite_loss)], dtype=torch.float64)
+            bad_rows = self.coll.allreduce_sum(flag, name=f"train.nonfinite_loss.{st.global_step}")[0].item() > 0  # collective
+            if not bad_rows and not self._scaler_gave_up(st):
+                st.overflow_steps = st.overflow_steps + 1
+                return False
+            if bad_rows:
+                self._keep_scale = self.scaler.get_scale()
         if tc.skip_nonfinite:
             st.skipped = st.skipped + 1
             return False
@@ -342,7 +359,7 @@ class Trainer:
         if st.best is None or sign * value < sign * st.best - tc.early_stopping_min_delta:
             st.best, st.bad_epochs, st.best_epoch = value, 0, record["epoch"]
             if tc.restore_best:  # buffers are averaged at epoch ends: every rank holds the same copy
-                st.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                st.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
             return
         st.bad_epochs += 1
         if tc.early_stopping_patience and st.bad_epochs >= tc.early_stopping_patience:

@@ -1,6 +1,7 @@
 """Training options with observable effects, in one process on the real digits version."""
 import json
 
+import pytest
 import torch
 
 from pipeline.config import ModelConfig
@@ -43,14 +44,15 @@ def test_gradient_clipping_bounds_every_update(digits_version, tmp_path):
     assert json.loads((tmp_path / "clip" / "metrics.jsonl").read_text().splitlines()[0])["train_samples"] > 0
 
 
-def test_non_finite_gradients_stop_the_run_naming_the_step_or_are_skipped_and_counted(digits_version, tmp_path):
-    import pytest
-
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_non_finite_gradients_stop_the_run_naming_the_step_or_are_skipped_and_counted(digits_version, tmp_path, precision):
+    """Also under fp16, where a non-finite loss (bad rows) is told apart from a gradient
+    overflow at the loss scale (which the scaler alone handles)."""
     from pipeline.dist.base import RankFailure
 
     root = digits_version[0].parent.parent
     blow_up = ["dist.engine=single", "train.epochs=1", "train.lr=1e30", "train.warmup_epochs=0", "train.schedule=none",
-               "model.batch_norm=false"]  # the first step sends the weights to ~1e30: the next loss is not finite
+               "model.batch_norm=false", f"train.precision={precision}"]  # the first step sends the weights to ~1e30: the next loss is not finite
     with pytest.raises(RankFailure, match=r"training stopped at global step \d+ \(epoch 1, batch \d+ of 45\): the gradients "
                                           r"are not finite.*train.skip_nonfinite=true"):
         train_rank(digits_config(root, tmp_path, *blow_up, "run.name=stop"))

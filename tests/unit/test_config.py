@@ -84,3 +84,12 @@ def test_unreadable_config_files_are_one_clear_error(tmp_path, text, expect):
 def test_non_finite_and_duplicate_values_are_refused(override, expect):
     with pytest.raises(ConfigError, match=expect):
         load_config(None, [override])
+
+
+def test_fp16_is_refused_in_elastic_mode():
+    from pipeline.config import ConfigError, load_config
+    from tests.conftest import DIGITS_CONF
+
+    with pytest.raises(ConfigError, match="train.precision=fp16 with dist.elastic=true"):
+        load_config(DIGITS_CONF, ["train.precision=fp16", "dist.elastic=true"])
+    assert load_config(DIGITS_CONF, ["train.precision=bf16", "dist.elastic=true"]).train.precision == "bf16"
