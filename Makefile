@@ -23,6 +23,20 @@ test-fast: setup
 test-multihost: setup
 	$(PY) -m pytest -m multihost $(PYTEST_ARGS)
 
+# Every benchmark on this machine, one after the other (well over an hour on 2 cores: reader,
+# train and prep about 12 minutes each, the 5-seed accuracy runs the most; BENCH_ACCURACY_SEEDS=1
+# for a quicker pass), then the README's goal table from bench/results/*.json. On the multi-host rig: bench/startup.py and
+# bench/train.py with --multihost; on a GPU machine: bench/gpu-check.sh.
+BENCH_ACCURACY_SEEDS ?= 5
+bench: setup
+	$(PY) bench/plan.py
+	$(PY) bench/reader.py
+	$(PY) bench/train.py
+	$(PY) bench/startup.py
+	$(PY) bench/prep.py
+	$(PY) bench/accuracy.py --seeds $(BENCH_ACCURACY_SEEDS)
+	$(PY) bench/table.py
+
 doctor: setup
 	$(PY) -m pipeline doctor
 
