@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -50,7 +50,7 @@ class GroupFetcher:
             them), so a changed byte fails at its row group.
     """
 
-    def __init__(self, locations: list[str], footers: list, order: list[RowGroup], columns: list[str],
+    def __init__(self, locations: list[str], footers: list, order: Sequence[RowGroup], columns: list[str],
                  decode: Callable, readahead: int, open_local: Callable[[int], str] | None = None,
                  page_checksums: bool = True, local_parallel: int = 0):
         self.locations, self.footers, self.order, self.columns, self.decode = locations, footers, order, columns, decode

@@ -106,7 +106,7 @@ class ShardReader(torch.utils.data.IterableDataset):
         self.bucket_on = sequences[0] if (bucket_by_length and mode == "train" and sequences) else None
         self.shards = self.manifest["splits"][split]["shards"]
         self.groups = assign.row_groups(self.shards)
-        self.total_rows = sum(g.rows for g in self.groups)
+        self.total_rows = int(self.groups.rows.sum())
         self.epoch = 0
         self._history: list[assign.Segment] = []  # earlier segments of this epoch (resume)
         self._steps_done = 0  # batches handed out in the current segment
