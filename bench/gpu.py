@@ -308,9 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     device = "cpu" if args.smoke else "cuda"
     work = Path(tempfile.mkdtemp(prefix="bench-gpu-"))
     digits_root = Path(args.digits).resolve() if args.digits else REPO / "data"
-    started = time.time()
-    write_image_dataset(work / "data", "images64", args.image_rows)
-    print(f"wrote {args.image_rows} 3x64x64 images in {time.time() - started:.1f}s", flush=True)
+    if {"precision", "stall"} & set(args.only):  # only they train on the image set
+        started = time.time()
+        write_image_dataset(work / "data", "images64", args.image_rows)
+        print(f"wrote {args.image_rows} 3x64x64 images in {time.time() - started:.1f}s", flush=True)
     sections = {
         "precision": lambda: precision_section(args, device, digits_root, work / "data", work / "runs"),
         "stall": lambda: stall_section(args, torch.device(device), work / "data"),

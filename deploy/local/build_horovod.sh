@@ -2,6 +2,7 @@
 # Build a Horovod wheel for the given Python's torch (called by setup.sh; usable alone).
 #
 #   deploy/local/build_horovod.sh PYTHON OUT_DIR
+#   deploy/local/build_horovod.sh --mode PYTHON     # prints what it would build: nccl or cpu
 #
 # Always PyTorch + Gloo (CPU collectives, the rendezvous). With GPU operations (NCCL) too
 # when this machine can build them: nvcc on PATH (or $CUDA_HOME/bin) and a CUDA build of
@@ -10,10 +11,12 @@
 # built. HOROVOD_SDIST names a downloaded horovod-0.28.1.tar.gz (machines without PyPI);
 # HOROVOD_BUILD_LOG, where to keep the whole build log when the build fails.
 set -euo pipefail
+QUERY=0
+if [ "${1:-}" = --mode ]; then QUERY=1; shift; fi
 PY=$1
-OUT=$2
+OUT=${2:-}
 case $PY in /*) ;; */*) PY="$PWD/$PY" ;; esac  # the build runs in Horovod's source tree
-case $OUT in /*) ;; *) OUT="$PWD/$OUT" ;; esac
+case $OUT in "" | /*) ;; *) OUT="$PWD/$OUT" ;; esac
 HOROVOD_VERSION=0.28.1
 say() { printf 'build_horovod: %s\n' "$*"; }
 die() { printf 'build_horovod: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -26,7 +29,10 @@ gpu_mode() {
     [ -z "$nvcc" ] && [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/nvcc" ] && nvcc="$CUDA_HOME/bin/nvcc"
     torch_cuda=$("$PY" -c 'import torch; print(torch.version.cuda or "")')
     if [ -n "$nvcc" ] && [ -n "$torch_cuda" ]; then echo nccl; return; fi
-    [ "$want" = 1 ] && die "PIPELINE_HOROVOD_GPU=1 but ${nvcc:+torch is a CPU build}${nvcc:-nvcc (the CUDA toolkit) is not on PATH}"
+    if [ "$want" = 1 ]; then
+        [ -n "$nvcc" ] && die "PIPELINE_HOROVOD_GPU=1 but torch is a CPU build (install a CUDA build, e.g. TORCH_INDEX_URL)"
+        die "PIPELINE_HOROVOD_GPU=1 but nvcc (the CUDA toolkit) is not on PATH or in \$CUDA_HOME/bin"
+    fi
     echo cpu
 }
 
@@ -48,6 +54,8 @@ nccl_home() {
 }
 
 mode=$(gpu_mode)
+if [ "$QUERY" = 1 ]; then echo "$mode"; exit 0; fi
+[ -n "$OUT" ] || die "usage: build_horovod.sh PYTHON OUT_DIR"
 build=$(mktemp -d)
 if [ -n "${HOROVOD_SDIST:-}" ]; then
     cp "$HOROVOD_SDIST" "$build/"

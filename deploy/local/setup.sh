@@ -105,16 +105,6 @@ fi
 say "installing the project and its dependencies"
 "${PIP[@]}" -e '.[dev]'
 
-# "nccl" when this machine builds Horovod's GPU operations (nvcc + a CUDA torch), else "cpu".
-horovod_mode() {
-    if [ "${PIPELINE_HOROVOD_GPU:-auto}" != 0 ] && { command -v nvcc >/dev/null || [ -x "${CUDA_HOME:-/nonexistent}/bin/nvcc" ]; } \
-        && [ -n "$("$PY" -c 'import torch; print(torch.version.cuda or "")')" ]; then
-        echo nccl
-    else
-        echo cpu
-    fi
-}
-
 install_horovod() {
     local torch_v py_v key wheel_dir wheel
     torch_v=$("$PY" -c 'import torch; print(torch.__version__.split("+")[0])')
@@ -133,7 +123,8 @@ install_horovod() {
     "${PIP[@]}" --no-deps --force-reinstall "$wheel"
 }
 
-MODE=$(horovod_mode)
+# "nccl" when this machine builds Horovod's GPU operations (nvcc + a CUDA torch), else "cpu".
+MODE=$(bash deploy/local/build_horovod.sh --mode "$PY")
 if ! "$PY" -c 'import horovod.torch' >/dev/null 2>&1 \
     || { [ "$MODE" = nccl ] && ! "$PY" -c 'import horovod.torch as h, sys; sys.exit(not h.nccl_built())' >/dev/null 2>&1; }; then
     install_horovod

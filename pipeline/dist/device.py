@@ -12,12 +12,14 @@ import os
 
 import torch
 
+from pipeline.config import CHOICES
+
 # Set where a scheduler gives each rank GPUs of its own and hides the others (Slurm
 # --gpus-per-task binds each task to its GPUs): the rank takes the first it sees.
 PER_PROCESS_VARIABLE = "PIPELINE_GPUS_PER_PROCESS"
 
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("fp32", "bf16", "fp16")
+DEVICES = CHOICES["train.device"]
+PRECISIONS = CHOICES["train.precision"]
 
 
 class DeviceError(RuntimeError):

@@ -45,15 +45,15 @@ class Classifier(nn.Module):
     """
 
     def __init__(self, kind: str, network: nn.Module, tensors: list[str], categorical: str | None = None,
-                 cardinalities: list[int] | None = None, sequence: str | None = None,
-                 standardize: dict[str, tuple[list[float], list[float]]] | None = None):
+                 cardinalities: list[int] | None = None, sequence: str | None = None):
         super().__init__()
         self.kind, self.network = kind, network
         self.tensors, self.categorical, self.sequence = list(tensors), categorical, sequence
         self.embeddings = nn.ModuleList(nn.Embedding(c, _embedding_dim(c)) for c in (cardinalities or []))
-        # Constants, not buffers: they come from the dataset (the bundle keeps the
-        # featurizer), so they stay out of state_dict, checkpoints and buffer averaging.
-        self.standardize = dict(standardize or {})
+        # (mean, std) per feature the model standardises, set by build_model. Constants, not
+        # buffers: they come from the dataset (the bundle keeps the featurizer), so they
+        # stay out of state_dict, checkpoints and buffer averaging.
+        self.standardize: dict[str, tuple[list[float], list[float]]] = {}
         self._constants: dict[tuple[str, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _standardized(self, name: str, x: torch.Tensor) -> torch.Tensor:

@@ -298,7 +298,7 @@ class Trainer:
             # (an fp16 overflow at this scale: the scaler skips the step and halves it)?
             flag = torch.tensor([float(self._nonfinite_loss)], dtype=torch.float64)
             bad_rows = self.coll.allreduce_sum(flag, name=f"train.nonfinite_loss.{st.global_step}")[0].item() > 0  # collective
-            if not bad_rows and not self._scaler_gave_up(st):
+            if not bad_rows and not self._scaler_gave_up():
                 st.overflow_steps = st.overflow_steps + 1
                 return False
             if bad_rows:
@@ -313,7 +313,7 @@ class Trainer:
 
     MAX_OVERFLOWS = 30  # consecutive fp16 overflows: the scale has fallen 2^30-fold, the gradients are not finite
 
-    def _scaler_gave_up(self, st) -> bool:
+    def _scaler_gave_up(self) -> bool:
         """An overflow is the loss scaler's business (it lowers the scale and the step is
         skipped) until so many in a row that no scale helps: then it is non-finite gradients."""
         self._overflow_streak += 1
