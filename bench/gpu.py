@@ -43,8 +43,8 @@ import torch.nn.functional as F  # noqa: E402
 from bench.common import goal, merge_section  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.data import ShardReader  # noqa: E402
-from pipeline.dist import available_cores, make_collective  # noqa: E402
-from pipeline.dist.device import autocast, describe_cuda, to_device  # noqa: E402
+from pipeline.engines import available_cores, make_collective  # noqa: E402
+from pipeline.engines.device import autocast, describe_cuda, to_device  # noqa: E402
 from pipeline.manifest import LATEST_NAME, write_manifest  # noqa: E402
 from pipeline.models import build_model  # noqa: E402
 from pipeline.schema import LABEL_COLUMN, ROW_ID_COLUMN, shard_schema, tensor_feature  # noqa: E402
@@ -216,7 +216,7 @@ def _sync(device: torch.device) -> None:
 DDP_WORKER = r"""
 import os, sys, time, torch, torch.distributed as dist, torch.nn.functional as F
 sys.path.insert(0, sys.argv[1])
-from pipeline.dist.torch_backend import TorchCollective
+from pipeline.engines.torch_backend import TorchCollective
 coll = TorchCollective(timeout_s=60, device=sys.argv[2])
 backend = str(dist.get_backend_config()) if dist.is_initialized() else None
 model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 64 * 64, 2048), torch.nn.ReLU(), torch.nn.Linear(2048, 10)).to(coll.device)

@@ -333,7 +333,7 @@ class TrainConfig:
             ``early_stopping_metric`` (needs a val split): they are what is tested and saved
             in model.pt (report.json's ``best_epoch``). False keeps the last epoch's.
         device: auto (``cuda:<local_rank>`` when CUDA is available, else the CPU), cpu, or
-            cuda (a GPU per rank, or an error); see :mod:`pipeline.dist.device`.
+            cuda (a GPU per rank, or an error); see :mod:`pipeline.engines.device`.
         precision: fp32; bf16 (autocast to bfloat16, also on CPU); fp16 (autocast to
             float16 with a loss scaler). Parameters and optimizer state stay float32.
     """

@@ -7,7 +7,7 @@ import re
 import shutil
 import subprocess
 
-from pipeline.dist import available_cores
+from pipeline.engines import available_cores
 
 
 def _version(module: str) -> str | None:
@@ -52,7 +52,7 @@ def cuda_lines(horovod_built: str) -> list[str]:
     """CUDA as torch sees it: its CUDA version, the GPUs, NCCL, and whether Horovod can
     all-reduce GPU tensors (built with NCCL). Information, not problems: the CPU path is
     complete without any of it."""
-    from pipeline.dist.device import describe_cuda
+    from pipeline.engines.device import describe_cuda
 
     info = describe_cuda()
     if not info["torch_cuda"]:

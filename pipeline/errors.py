@@ -8,7 +8,7 @@ def is_user_error(error: BaseException) -> bool:
     from pipeline.config import ConfigError
     from pipeline.data import ShardError, ShareError
     from pipeline.data.cache import CacheError
-    from pipeline.dist.base import DisagreementError, RankFailure
+    from pipeline.engines.base import DisagreementError, RankFailure
     from pipeline.launch.horovod import LaunchError
     from pipeline.manifest import ManifestError
     from pipeline.models import ModelError

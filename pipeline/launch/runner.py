@@ -38,7 +38,7 @@ def run_local_subprocess(cfg: Config, np: int, resume: bool, kind: str) -> dict:
             script = horovod.write_discovery_script(Path(tmp) / "discover-hosts.sh", horovod.local_discovery_hosts(np))
             argv = bound(horovod.elastic_horovodrun_argv(cfg.dist.min_np, np, str(script), command, network_interface="lo"),
                          "127.0.0.1")
-            from pipeline.dist.base import THREADS_VARIABLE, available_cores
+            from pipeline.engines.base import THREADS_VARIABLE, available_cores
 
             env[THREADS_VARIABLE] = str(max(1, available_cores() // np))  # both "hosts" are this machine
         return _result(run_launcher(argv, f"{kind} ({np} ranks)", env=env))

@@ -22,9 +22,9 @@ from pipeline import storage
 from pipeline.config import Config, to_dict, with_absolute_locations
 from pipeline.data import ShardReader
 from pipeline.data.cache import ShardCache
-from pipeline.dist import Collective
-from pipeline.dist.base import RankFailure
-from pipeline.dist.device import autocast, check_precision, grad_scaler, to_device
+from pipeline.engines import Collective
+from pipeline.engines.base import RankFailure
+from pipeline.engines.device import autocast, check_precision, grad_scaler, to_device
 from pipeline.manifest import read_manifest
 from pipeline.models import build_model
 from pipeline.schema import LABEL_COLUMN, ROW_ID_COLUMN

@@ -5,7 +5,7 @@ import logging
 import os
 
 from pipeline.config import Config, from_dict
-from pipeline.dist import make_collective
+from pipeline.engines import make_collective
 from pipeline.launch.secrets import load_secrets
 from pipeline.train.trainer import Trainer
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.config import load_config
-from pipeline.dist import make_collective
+from pipeline.engines import make_collective
 from pipeline.schema import LABEL_COLUMN
 from pipeline.train import Trainer
 

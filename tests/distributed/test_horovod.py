@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from pipeline.dist import available_cores
+from pipeline.engines import available_cores
 from pipeline.launch.horovod import horovodrun_argv
 from tests.conftest import DIGITS_CONF, REPO
 from tests.distributed.launch import HOROVODRUN, run_job

@@ -48,7 +48,7 @@ def test_gradient_clipping_bounds_every_update(digits_version, tmp_path):
 def test_non_finite_gradients_stop_the_run_naming_the_step_or_are_skipped_and_counted(digits_version, tmp_path, precision):
     """Also under fp16, where a non-finite loss (bad rows) is told apart from a gradient
     overflow at the loss scale (which the scaler alone handles)."""
-    from pipeline.dist.base import RankFailure
+    from pipeline.engines.base import RankFailure
 
     root = digits_version[0].parent.parent
     blow_up = ["dist.engine=single", "train.epochs=1", "train.lr=1e30", "train.warmup_epochs=0", "train.schedule=none",

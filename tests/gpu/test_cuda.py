@@ -11,8 +11,8 @@ import torch
 
 from pipeline.config import load_config
 from pipeline.data import ShardReader
-from pipeline.dist import make_collective
-from pipeline.dist.device import DeviceError, place
+from pipeline.engines import make_collective
+from pipeline.engines.device import DeviceError, place
 from pipeline.models import build_model
 from pipeline.train.trainer import Trainer
 from tests.conftest import DIGITS_CONF

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from pipeline.config import ConfigError, ModelConfig, load_config
-from pipeline.dist.base import Collective
-from pipeline.dist.device import DeviceError, autocast, choose_device, grad_scaler, place
+from pipeline.engines.base import Collective
+from pipeline.engines.device import DeviceError, autocast, choose_device, grad_scaler, place
 from pipeline.models import build_model
 from tests.conftest import DIGITS_CONF
 
@@ -133,7 +133,7 @@ def test_a_rank_started_by_spark_takes_the_gpu_its_task_was_given(monkeypatch):
     from horovod.spark.task import task_info
     from pyspark.resource import ResourceInformation
 
-    from pipeline.dist.device import PER_PROCESS_VARIABLE, assigned_gpu
+    from pipeline.engines.device import PER_PROCESS_VARIABLE, assigned_gpu
 
     monkeypatch.delenv(PER_PROCESS_VARIABLE, raising=False)
     monkeypatch.delenv("HOROVOD_SPARK_WORK_DIR", raising=False)

@@ -60,7 +60,7 @@ def test_train_command_passes_resume():
 
 def test_unparsable_horovod_knobs_are_dropped(monkeypatch):
     """horovodrun 0.28.1 exports '(None,)' for knobs it was not given; the core would read 0."""
-    from pipeline.dist.horovod_backend import drop_unparsable_knobs
+    from pipeline.engines.horovod_backend import drop_unparsable_knobs
 
     monkeypatch.setenv("HOROVOD_CYCLE_TIME", "(None,)")
     monkeypatch.setenv("HOROVOD_CACHE_CAPACITY", "(None,)")
@@ -104,7 +104,7 @@ def test_overrides_stand_anywhere_on_the_command_line():
 
 
 def test_cpu_quotas_of_cgroup_v1_and_v2_cap_the_thread_count(tmp_path):
-    from pipeline.dist.base import cgroup_cpu_quota
+    from pipeline.engines.base import cgroup_cpu_quota
 
     v2 = tmp_path / "v2"
     (v2 / "kubepods" / "pod1").mkdir(parents=True)

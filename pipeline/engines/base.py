@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import torch
 
-from pipeline.dist.device import place
+from pipeline.engines.device import place
 
 def available_cores() -> int:
     """CPU cores this process may use: its affinity mask, capped by its cgroup's CPU quota
@@ -155,7 +155,7 @@ class Collective:
 
     def synchronize_batch_norm(self, model: torch.nn.Module) -> torch.nn.Module:
         """``model`` with batch norm over the global batch (``model.sync_batch_norm``)."""
-        from pipeline.dist import sync_batch_norm
+        from pipeline.engines import sync_batch_norm
 
         return sync_batch_norm.convert(model, self)
 

@@ -6,8 +6,8 @@ from typing import Any, Callable
 
 import torch
 
-from pipeline.dist.base import Collective, DisagreementError, _apply, pin_threads
-from pipeline.dist.device import DeviceError, place
+from pipeline.engines.base import Collective, DisagreementError, _apply, pin_threads
+from pipeline.engines.device import DeviceError, place
 
 
 def import_horovod():

@@ -13,8 +13,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from pipeline.dist.base import Collective, DisagreementError, pin_threads
-from pipeline.dist.device import place
+from pipeline.engines.base import Collective, DisagreementError, pin_threads
+from pipeline.engines.device import place
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 

@@ -8,18 +8,18 @@ from __future__ import annotations
 import os
 
 from pipeline.config import DistConfig
-from pipeline.dist.base import Collective, DisagreementError, available_cores, pin_threads
+from pipeline.engines.base import Collective, DisagreementError, available_cores, pin_threads
 
 
 def make_collective(cfg: DistConfig, device: str = "auto") -> Collective:
     """Initialise the configured engine (horovod, torch (DDP) or single) on this rank's
-    device for the ``train.device`` setting ``device`` (see :mod:`pipeline.dist.device`)."""
+    device for the ``train.device`` setting ``device`` (see :mod:`pipeline.engines.device`)."""
     if cfg.engine == "horovod":
-        from pipeline.dist.horovod_backend import HorovodCollective
+        from pipeline.engines.horovod_backend import HorovodCollective
 
         return HorovodCollective(timeout_s=cfg.timeout_s, device=device)
     if cfg.engine == "torch":
-        from pipeline.dist.torch_backend import TorchCollective
+        from pipeline.engines.torch_backend import TorchCollective
 
         if cfg.network_interface:  # Gloo's own setting; an explicit environment wins
             os.environ.setdefault("GLOO_SOCKET_IFNAME", cfg.network_interface)
