@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -47,7 +46,7 @@ from pipeline.engines import available_cores, make_collective  # noqa: E402
 from pipeline.engines.device import autocast, describe_cuda, to_device  # noqa: E402
 from pipeline.manifest import LATEST_NAME, write_manifest  # noqa: E402
 from pipeline.models import build_model  # noqa: E402
-from pipeline.schema import LABEL_COLUMN, ROW_ID_COLUMN, shard_schema, tensor_feature  # noqa: E402
+from pipeline.schema import LABEL_COLUMN, shard_schema, tensor_feature  # noqa: E402
 from pipeline.train.trainer import Trainer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -23,7 +23,7 @@ def is_user_error(error: BaseException) -> bool:
         return True
     try:  # these live beside pyspark, which may be absent where only training runs
         from pipeline.prep import PrepareError
-        from pipeline.prep.sources import SourceError
+        from pipeline.prep.raw import SourceError
         from pipeline.score import ScoreError
     except ImportError:
         return False

@@ -7,7 +7,7 @@ import re
 from functools import partial
 
 from pipeline.config import DataConfig
-from pipeline.prep.sources import RawData, SourceError, list_input_files
+from pipeline.prep.raw import RawData, SourceError, list_input_files
 
 IMAGE_GLOB = "*.{png,PNG,jpg,JPG,jpeg,JPEG,bmp,gif}"
 DECODED_DDL = "path string, label string, _image array<int>, _error string"

@@ -15,6 +15,7 @@ from pipeline.config import Config, ShardConfig, to_dict, with_absolute_location
 from pipeline.manifest import FORMAT_VERSION, dataset_dir, read_manifest, write_manifest
 from pipeline.prep import output, publish, shards, sources, validate
 from pipeline.prep.output import recorded
+from pipeline.prep.raw import list_input_files
 from pipeline.schema import LABEL_COLUMN, REASON_COLUMN, ROW_ID_COLUMN, SPLITS
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def prepare(cfg: Config, spark) -> PrepareResult:
     cfg = with_absolute_locations(cfg)
     data = cfg.data
     name = data.name or cfg.name
-    files = sources.list_input_files(data.source.path) if data.source.path else []
+    files = list_input_files(data.source.path) if data.source.path else []
     code = publish.code_version()
     fp = publish.fingerprint(files, to_dict(cfg)["data"], code)
     ddir = dataset_dir(data.root, name)

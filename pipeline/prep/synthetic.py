@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from pipeline.config import DataConfig, SyntheticConfig
-from pipeline.prep.sources import RawData
+from pipeline.prep.raw import RawData
 
 _U53 = float(2**53)
 

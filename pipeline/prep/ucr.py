@@ -19,7 +19,7 @@ import math
 import shlex
 
 from pipeline.config import DataConfig
-from pipeline.prep.sources import RawData, SourceError, list_input_files
+from pipeline.prep.raw import RawData, SourceError, list_input_files
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from pipeline.prep.sources import CORRUPT_COLUMN
+from pipeline.prep.raw import CORRUPT_COLUMN
 
 
 @dataclass(frozen=True)

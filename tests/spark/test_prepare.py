@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.prep import PrepareError, prepare
-from pipeline.prep.sources import SourceError
+from pipeline.prep.raw import SourceError
 from tests.conftest import DIGITS_CSV, digits_config
 
 pytestmark = pytest.mark.spark

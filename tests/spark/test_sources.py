@@ -13,7 +13,7 @@ from pipeline.data import ShardReader
 from pipeline.models import build_model
 from pipeline.prep import PrepareError, prepare
 from pipeline.prep import job as prep_job
-from pipeline.prep.sources import SourceError
+from pipeline.prep.raw import SourceError
 from tests.conftest import DIGITS_CSV, REPO
 
 pytestmark = pytest.mark.spark

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from pipeline.prep.sources import SourceError
+from pipeline.prep.raw import SourceError
 from pipeline.prep.ucr import fill_missing, parse_case, parse_header
 
 
