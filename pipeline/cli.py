@@ -19,9 +19,14 @@ log = logging.getLogger("pipeline")
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="experiment YAML, e.g. conf/digits_cnn.yaml")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=3")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (file + overrides + defaults, locations made absolute) as YAML and exit")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(print_only: bool = False) -> argparse.ArgumentParser:
+    """The command line; ``print_only`` (``--print-config`` given) leaves out the options a
+    command needs only to run, so the config prints without them."""
+    needed = not print_only
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("doctor", help="print versions of every piece and what is missing")
@@ -36,9 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the project and the config must be at the same path on each")
     p = sub.add_parser("score", help="Spark: apply a trained model to new raw data -> predictions Parquet + metrics")
     _config_args(p)
-    p.add_argument("--model", required=True, help="a run's model.pt")
-    p.add_argument("--input", required=True, help="raw data in the config's source format (file, directory or glob)")
-    p.add_argument("--output", required=True, help="new directory for predictions/, rejected/ and metrics.json")
+    p.add_argument("--model", required=needed, help="a run's model.pt")
+    p.add_argument("--input", required=needed, help="raw data in the config's source format (file, directory or glob)")
+    p.add_argument("--output", required=needed, help="new directory for predictions/, rejected/ and metrics.json")
     p = sub.add_parser("run", help="prepare -> train -> report")
     _config_args(p)
     p.add_argument("--np", type=int, default=2, help="number of training ranks (default 2)")
@@ -60,11 +65,22 @@ def parse_with_overrides(parser: argparse.ArgumentParser, argv: list[str] | None
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_with_overrides(build_parser(), argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_with_overrides(build_parser(print_only="--print-config" in argv), argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     # py4j logs at exit; under spark-submit that would land after the promised last line.
     logging.getLogger("py4j").setLevel(logging.WARNING)
+    if getattr(args, "print_config", False):
+        return with_one_line_errors(lambda: print_config(args))
     return with_one_line_errors(lambda: COMMANDS[args.command](args))
+
+
+def print_config(args) -> int:
+    """``--print-config``: the config the command would run with, as YAML; nothing runs."""
+    from pipeline.config import to_yaml
+
+    print(to_yaml(load(args)), end="")
+    return 0
 
 
 def with_one_line_errors(command) -> int:
