@@ -1,8 +1,8 @@
-"""The README's table of benchmark goals, generated from bench/results/*.json, so the
-README never disagrees with the results.
+"""The table of benchmark goals in docs/benchmarks.md, generated from bench/results/*.json,
+so the documentation never disagrees with the results.
 
-    .venv/bin/python bench/table.py           # rewrite the table in README.md
-    .venv/bin/python bench/table.py --check   # exit 1 (and say so) when README.md differs
+    .venv/bin/python bench/table.py           # rewrite the table in docs/benchmarks.md
+    .venv/bin/python bench/table.py --check   # exit 1 (and say so) when docs/benchmarks.md differs
 
 The table sits between the markers ``<!-- bench-goals:begin -->`` and
 ``<!-- bench-goals:end -->``; one row per goal: the benchmark, the goal, the measured
@@ -17,6 +17,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
+DOC = REPO / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- bench-goals:begin -->", "<!-- bench-goals:end -->"
 
 
@@ -42,25 +43,26 @@ def table() -> str:
     return "\n".join(lines)
 
 
-def render(readme: str) -> str:
-    if BEGIN not in readme or END not in readme:
-        raise SystemExit(f"README.md lacks the markers {BEGIN} … {END}")
-    head, rest = readme.split(BEGIN, 1)
+def render(doc: str) -> str:
+    """``doc`` with the text between the markers replaced by the current table."""
+    if BEGIN not in doc or END not in doc:
+        raise SystemExit(f"{DOC.relative_to(REPO)} lacks the markers {BEGIN} … {END}: put them where the table goes")
+    head, rest = doc.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     return f"{head}{BEGIN}\n{table()}\n{END}{tail}"
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    readme_path = REPO / "README.md"
-    readme = readme_path.read_text()
-    new = render(readme)
+    doc = DOC.read_text()
+    new = render(doc)
     if "--check" in argv:
-        if new != readme:
-            print("README.md's benchmark table differs from bench/results/*.json: run .venv/bin/python bench/table.py", file=sys.stderr)
+        if new != doc:
+            print(f"{DOC.relative_to(REPO)}'s benchmark table differs from bench/results/*.json: "
+                  "run .venv/bin/python bench/table.py", file=sys.stderr)
             return 1
         return 0
-    readme_path.write_text(new)
+    DOC.write_text(new)
     return 0
 
 

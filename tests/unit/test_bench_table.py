@@ -1,12 +1,18 @@
-"""The README's benchmark table is what bench/results/*.json say (bench/table.py)."""
+"""The benchmark goal table in docs/benchmarks.md is what bench/results/*.json say (bench/table.py)."""
 import json
 import shutil
 
 from bench import table
 
 
-def test_readme_table_matches_the_results():
+def test_the_docs_table_matches_the_results():
+    assert table.DOC.name == "benchmarks.md" and table.BEGIN in table.DOC.read_text()
     assert table.main(["--check"]) == 0, "run .venv/bin/python bench/table.py"
+
+
+def test_the_readme_carries_no_copy_of_the_table_but_links_it():
+    readme = (table.REPO / "README.md").read_text()
+    assert table.BEGIN not in readme and "docs/benchmarks.md" in readme
 
 
 def test_a_changed_figure_is_caught(tmp_path, monkeypatch):
