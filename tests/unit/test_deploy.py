@@ -12,8 +12,16 @@ import yaml
 
 from pipeline.launch.submit import REPO, SubmitOptions, spark_submit_argv
 
-SCRIPTS = [REPO / p for p in ("deploy/local/setup.sh", "deploy/local/build_horovod.sh", "deploy/spark/gpu-discovery.sh", "deploy/local/spark-cluster.sh", "deploy/local/multihost.sh", "deploy/spark/submit.sh",
-                              "deploy/slurm/train.sbatch", "deploy/k8s/spark-submit-k8s.sh")]
+SCRIPTS = [REPO / p for p in (
+    "deploy/local/setup.sh", "deploy/local/build_horovod.sh", "deploy/spark/gpu-discovery.sh", "deploy/local/spark-cluster.sh",
+    "deploy/local/multihost.sh", "deploy/spark/submit.sh", "deploy/slurm/train.sbatch", "deploy/slurm/train-torch.sbatch",
+    "deploy/slurm/common.sh", "deploy/slurm/signal-ranks.sh", "deploy/k8s/spark-submit-k8s.sh", "deploy/k8s/mpi-worker.sh", "deploy/k8s/mpi-launcher.sh",
+    "deploy/docker/install-deps.sh")]
+
+
+def test_every_script_under_deploy_is_checked():
+    shell = {p for p in (REPO / "deploy").rglob("*") if p.suffix in (".sh", ".sbatch")}
+    assert shell == set(SCRIPTS)
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
@@ -84,6 +92,33 @@ def test_submit_dry_run_prints_the_full_command(master, expect):
     assert not (REPO / "build" / "pipeline-env.tar.gz").exists() or master != "yarn"  # a dry run packs nothing
 
 
+@pytest.mark.parametrize("job,args", [
+    ("preprocess", ["data.root=hdfs:///pipeline/data", "data.source.path=hdfs:///raw/digits.csv.gz"]),
+    ("train", ["--np", "4", "data.root=hdfs:///pipeline/data", "run.root=hdfs:///pipeline/runs"]),
+    ("score", ["--model", "hdfs:///runs/r/model.pt", "--input", "hdfs:///new.csv", "--output", "hdfs:///scored"]),
+])
+def test_yarn_cluster_mode_needs_no_file_of_this_machine_on_the_driver(job, args):
+    """The driver runs in a YARN container: every file of this machine the command names is
+    one spark-submit uploads (the application, --files, --archives, --py-files), every
+    ./name the settings use is one of those by name, and the config travels inline."""
+    (argv,) = dry_run("--master", "yarn", "--deploy-mode", "cluster", "--pack-env", "--gpus-per-executor", "1", job, "--",
+                      "--config", "conf/digits_cnn.yaml", *args)
+    assert argv[argv.index("--deploy-mode") + 1] == "cluster"
+    uploads = {argv[i + 1].split("#")[0] for i, a in enumerate(argv) if a in ("--files", "--archives", "--py-files")}
+    app = next(a for a in argv if a.endswith("jobs/" + {"train": "train_on_spark.py"}.get(job, f"{job}.py")))
+    names = {Path(u).name for u in uploads} | {a.split("#")[1] for i, a in enumerate(argv) if argv[i - 1] == "--archives"}
+    values = [(a.split("=", 1)[1] if "=" in a and not a.startswith("yaml+base64:") else a).split("#")[0] for a in argv[1:]]
+    for value in values:
+        local = Path(value) if value.startswith("/") else REPO / value
+        if value.startswith("./"):
+            assert value[2:].split("/")[0] in names, f"{value}: not shipped by name"
+        elif not value.startswith(("-", "hdfs:", "yaml+base64:")) and (value.startswith("/") or "/" in value) and (
+                local.exists() or REPO in local.parents):
+            assert value in uploads or value == app, f"{value}: a file of this machine the driver would not have"
+    assert argv[argv.index("--config") + 1].startswith("yaml+base64:")
+    assert not any(a.startswith("spark.pyspark.driver.python=") for a in argv)
+
+
 def test_kubernetes_spark_example_dry_run():
     proc = subprocess.run([str(REPO / "deploy/k8s/spark-submit-k8s.sh"), "--dry-run"], capture_output=True, text=True,
                           env={**os.environ, "PYTHON": sys.executable, "K8S_MASTER": "k8s://https://api:6443", "IMAGE": "reg/pipeline:1"})
@@ -100,37 +135,14 @@ def test_mpijob_manifest_names_image_command_and_resources():
     assert job["kind"] == "MPIJob" and job["apiVersion"].startswith("kubeflow.org/")
     launcher = job["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"][0]
     workers = job["spec"]["mpiReplicaSpecs"]["Worker"]
-    assert launcher["command"] == ["horovodrun"] and "--gloo" in launcher["args"]
+    assert launcher["args"][0] == "horovodrun" and "--gloo" in launcher["args"]
     assert "/opt/pipeline/jobs/train.py" in launcher["args"]
     np = int(launcher["args"][launcher["args"].index("-np") + 1])
     assert np == workers["replicas"] * job["spec"]["slotsPerWorker"]
     worker = workers["template"]["spec"]["containers"][0]
     assert worker["image"] == launcher["image"] and worker["resources"]["limits"]["cpu"]
     dockerfile = (REPO / "deploy/docker/Dockerfile").read_text()
-    assert "openjdk-17" in dockerfile and "deploy/local/setup.sh" in dockerfile and "WORKDIR /opt/pipeline" in dockerfile
-
-
-def test_slurm_script_builds_hosts_from_the_allocation_and_resumes_when_requeued(tmp_path):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "scontrol").write_text("#!/bin/sh\n[ \"$1 $2\" = 'show hostnames' ] && printf 'node1\\nnode2\\n'\n")
-    (bin_dir / "horovodrun").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/argv\n")
-    (bin_dir / "python").write_text("#!/bin/sh\n")
-    for f in bin_dir.iterdir():
-        f.chmod(0o755)
-    run = tmp_path / "runs" / "digits_cnn-slurm-77" / "checkpoints"
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHON": str(bin_dir / "python"), "PIPELINE_ROOT": str(tmp_path),
-           "SLURM_JOB_NODELIST": "node[1-2]", "SLURM_NTASKS_PER_NODE": "2", "SLURM_JOB_NUM_NODES": "2", "SLURM_JOB_ID": "77",
-           "SLURM_SUBMIT_DIR": str(tmp_path)}
-    sbatch = str(REPO / "deploy/slurm/train.sbatch")
-    subprocess.run(["bash", sbatch, "conf/digits_cnn.yaml", "train.epochs=3"], env=env, check=True, capture_output=True)
-    argv = (tmp_path / "argv").read_text().split()
-    assert argv[:5] == ["-np", "4", "-H", "node1:2,node2:2", "--gloo"] and "--resume" not in argv
-    assert "run.name=digits_cnn-slurm-77" in argv and argv[-1] == "train.epochs=3"
-    run.mkdir(parents=True)
-    (run / "step-000000200.pt").write_bytes(b"x")
-    subprocess.run(["bash", sbatch, "conf/digits_cnn.yaml"], env={**env, "SLURM_RESTART_COUNT": "1"}, check=True, capture_output=True)
-    assert "--resume" in (tmp_path / "argv").read_text().split()
+    assert "openjdk-17" in dockerfile and "deploy/local/build_horovod.sh" in dockerfile and "WORKDIR /opt/pipeline" in dockerfile
 
 
 def _conf(argv: list[str]) -> dict[str, str]:
