@@ -74,7 +74,7 @@ def spark_submit_argv(job: str, job_args: list[str], opts: SubmitOptions) -> lis
     kind = master_kind(opts.master)
     mode = opts.deploy_mode or ("cluster" if kind in ("yarn", "kubernetes") else "client")
     if mode == "cluster":
-        job_args = shipped_job_args(job_args)
+        job_args = shipped_job_args(job, job_args)
     argv = [opts.spark_submit, "--master", opts.master, "--deploy-mode", mode, "--name", f"pipeline-{job}"]
     conf = {"spark.sql.execution.arrow.pyspark.enabled": "true"}
     if kind == "kubernetes":
@@ -131,14 +131,44 @@ def gpu_resources(argv: list[str], kind: str, gpus: int) -> tuple[list[str], dic
     return argv, conf
 
 
-def shipped_job_args(job_args: list[str]) -> list[str]:
+# The locations each job reads or writes: in cluster deploy mode they must mean the same
+# on the cluster's driver as here.
+JOB_LOCATIONS = {"preprocess": ("data.root", "data.source.path"), "train": ("data.root", "run.root"), "score": ()}
+JOB_LOCATION_FLAGS = ("--model", "--input", "--output")
+
+
+def shipped_job_args(job: str, job_args: list[str]) -> list[str]:
     """In cluster deploy mode the driver runs on a cluster machine that lacks this one's
-    files: the experiment file named by ``--config`` travels inline in the argument."""
+    files: the experiment file named by ``--config`` travels inline in the argument, and a
+    relative location the job uses is refused (it would name a directory of the driver's
+    container)."""
     out = list(job_args)
     for i, arg in enumerate(out[:-1]):
+        if arg in JOB_LOCATION_FLAGS:
+            _refuse_relative(arg, out[i + 1], f"{arg} <URI>")
         if arg == "--config" and not out[i + 1].startswith(INLINE_PREFIX) and Path(out[i + 1]).is_file():
+            _refuse_relative_locations(job, out[i + 1], [a for a in out if "=" in a and not a.startswith("-")])
             out[i + 1] = inline_config(out[i + 1])
     return out
+
+
+def _refuse_relative_locations(job: str, config_path: str, overrides: list[str]) -> None:
+    from pipeline.config import load_config
+
+    cfg = load_config(config_path, overrides)
+    values = {"data.root": cfg.data.root, "run.root": cfg.run.root, "data.source.path": cfg.data.source.path}
+    for key in JOB_LOCATIONS.get(job, ()):
+        if values[key] is not None:
+            _refuse_relative(f"{key}=", values[key], f"{key}=<URI>")
+
+
+def _refuse_relative(what: str, value: str, fix: str) -> None:
+    from pipeline.config import ConfigError
+
+    if "://" not in value and not Path(value).is_absolute():
+        shown = f"{what}{value}" if what.endswith("=") else f"{what} {value}"
+        raise ConfigError(f"{shown} is relative: in cluster deploy mode the driver runs on a cluster machine, where it would "
+                          f"name another directory; pass {fix} (hdfs://, s3://) or an absolute path every node sees")
 
 
 def zip_project(out: Path) -> Path:

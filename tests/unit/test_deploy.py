@@ -48,9 +48,9 @@ def test_spark_submit_commands_per_master():
     assert standalone[standalone.index("--deploy-mode") + 1] == "client"
     assert f"spark.pyspark.driver.python={sys.executable}" in standalone  # the driver runs here
 
-    k8s = spark_submit_argv("score", ["--model", "m.pt"], SubmitOptions(master="k8s://https://api:6443", image="reg/p:1", namespace="ml"))
+    k8s = spark_submit_argv("score", ["--model", "s3://b/m.pt"], SubmitOptions(master="k8s://https://api:6443", image="reg/p:1", namespace="ml"))
     assert "spark.kubernetes.container.image=reg/p:1" in k8s and "spark.kubernetes.namespace=ml" in k8s
-    assert k8s[-3:] == ["local:///opt/pipeline/jobs/score.py", "--model", "m.pt"]
+    assert k8s[-3:] == ["local:///opt/pipeline/jobs/score.py", "--model", "s3://b/m.pt"]
     with pytest.raises(ValueError, match="needs --image"):
         spark_submit_argv("score", [], SubmitOptions(master="k8s://https://api:6443"))
     with pytest.raises(ValueError, match="unknown Spark master"):
@@ -58,13 +58,20 @@ def test_spark_submit_commands_per_master():
 
 
 def test_cluster_deploy_mode_ships_the_config_inline():
-    from pipeline.config import load_config
+    from pipeline.config import ConfigError, load_config
 
     conf = str(REPO / "conf" / "digits_cnn.yaml")
-    yarn = spark_submit_argv("preprocess", ["--config", conf, "train.epochs=3"], SubmitOptions(master="yarn"))
+    shared = ["data.root=hdfs:///pipeline/data", "run.root=/shared/runs", "data.source.path=hdfs:///raw/digits.csv.gz"]
+    yarn = spark_submit_argv("preprocess", ["--config", conf, "train.epochs=3", *shared], SubmitOptions(master="yarn"))
     shipped = yarn[yarn.index("--config") + 1]
     assert shipped.startswith("yaml+base64:") and conf not in " ".join(yarn)  # the driver elsewhere has no such file
-    assert load_config(shipped, ["train.epochs=3"]) == load_config(conf, ["train.epochs=3"])
+    assert load_config(shipped, ["train.epochs=3", *shared]) == load_config(conf, ["train.epochs=3", *shared])
+    # A relative location would name a directory of the driver's container: refused, naming the key.
+    with pytest.raises(ConfigError, match=r"^data.root=data is relative: .*pass data.root=<URI>"):
+        spark_submit_argv("preprocess", ["--config", conf, *shared[1:]], SubmitOptions(master="yarn"))
+    with pytest.raises(ConfigError, match=r"^--output scores is relative"):
+        spark_submit_argv("score", ["--config", conf, "--model", "/shared/m.pt", "--input", "hdfs:///in", "--output", "scores"],
+                          SubmitOptions(master="yarn"))
     client = spark_submit_argv("preprocess", ["--config", conf], SubmitOptions(master="spark://h:7077"))
     assert client[client.index("--config") + 1] == conf  # client mode: the driver runs here and reads the file
 
@@ -82,7 +89,10 @@ def dry_run(*args: str, env: dict | None = None) -> list[list[str]]:
     ("yarn", ["--archives", "--py-files"]),
 ])
 def test_submit_dry_run_prints_the_full_command(master, expect):
-    (argv,) = dry_run("--master", master, *(["--pack-env"] if master == "yarn" else []), "train", "--", "--config", "conf/digits_cnn.yaml", "--np", "2")
+    shared = ["data.root=hdfs:///pipeline/data", "run.root=hdfs:///pipeline/runs"] if master == "yarn" else []
+    (argv,) = dry_run("--master", master, *(["--pack-env"] if master == "yarn" else []), "train", "--", "--config", "conf/digits_cnn.yaml",
+                      "--np", "2", *shared)
+    argv = argv[:len(argv) - len(shared)]
     shipped = "yaml+base64:" if master == "yarn" else "conf/digits_cnn.yaml"  # yarn: cluster mode, config inline
     assert argv[argv.index("--master") + 1] == master and argv[-4] == "--config" and argv[-3].startswith(shipped)
     assert argv[-2:] == ["--np", "2"]
