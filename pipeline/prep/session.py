@@ -38,7 +38,8 @@ def get_session(app_name: str, master: str | None = None, conf: dict | None = No
     defaults = {
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.session.timeZone": "UTC",
-        "spark.ui.showConsoleProgress": "false",
+        # Spark's stage progress bar on a terminal; never into a pipe or a log file.
+        "spark.ui.showConsoleProgress": str(sys.stderr.isatty()).lower(),
     }
     for key, value in {**defaults, **(conf or {})}.items():
         builder = builder.config(key, value)
