@@ -210,7 +210,9 @@ def test_the_time_limit_warning_makes_every_horovod_rank_checkpoint_then_requeue
     status, output = _preempt(alloc, TRAIN)
     assert status == 0, output
     assert sorted(p.name for p in alloc.out.glob("preempted-*")) == ["preempted-0", "preempted-1"], output
-    assert output.count("preempted: rank") == 2
+    # Both ranks checkpointed (the files above); horovodrun may end the second rank once the
+    # first has exited with 75, before its line is forwarded: at least one line shows.
+    assert output.count("preempted: rank") >= 1
     assert alloc.log("scontrol.log") == [f"requeue {JOB}"]
     (step,) = alloc.log("srun.log")
     assert step == f"--overlap --nodes=1 --ntasks=1 --ntasks-per-node=1 {alloc.root}/deploy/slurm/signal-ranks.sh {JOB}"
