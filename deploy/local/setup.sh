@@ -2,7 +2,9 @@
 # One-command, idempotent setup for a fresh machine (called by `make setup`).
 #
 # Creates .venv, installs torch (CPU build, unless a torch is there), the project with its
-# dev extras, checks Java and installs Horovod 0.28.1 built from its sdist with Gloo +
+# dev, tracking and export extras, a separate .venv-mlflow holding the MLflow tracking server the
+# tests start (the full mlflow package pins pyarrow below what the project uses; training
+# needs only the client, mlflow-skinny), checks Java and installs Horovod 0.28.1 built from its sdist with Gloo +
 # PyTorch, and with NCCL when the CUDA toolkit and a CUDA torch are present
 # (deploy/local/build_horovod.sh; PIPELINE_HOROVOD_GPU=0|1 forces). The Horovod wheel
 # is cached outside the repo, keyed by Horovod, torch and Python versions, so later setups
@@ -24,6 +26,8 @@ CACHE=${PIPELINE_CACHE:-$HOME/.cache/pipeline}
 TORCH_VERSION=${TORCH_VERSION:-2.13.0}
 HOROVOD_VERSION=0.28.1
 STAMP="$VENV/.setup-stamp"
+MLFLOW_VENV=${MLFLOW_VENV:-.venv-mlflow}
+MLFLOW_SERVER_SPEC='mlflow>=3.5,<4'
 
 say() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -79,7 +83,8 @@ setup_inputs_hash() {
 
 up_to_date() {
     [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(setup_inputs_hash)" ] \
-        && "$VENV/bin/python" -c 'import horovod.torch, pipeline' >/dev/null 2>&1
+        && "$VENV/bin/python" -c 'import horovod.torch, pipeline' >/dev/null 2>&1 \
+        && [ -x "$MLFLOW_VENV/bin/mlflow" ]
 }
 
 check_java
@@ -103,7 +108,7 @@ if ! "$PY" -c 'import torch' >/dev/null 2>&1; then
     "${PIP[@]}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch==$TORCH_VERSION"
 fi
 say "installing the project and its dependencies"
-"${PIP[@]}" -e '.[dev]'
+"${PIP[@]}" -e '.[dev,tracking,export]'
 
 install_horovod() {
     local torch_v py_v key wheel_dir wheel
@@ -138,5 +143,12 @@ for need in "${needs[@]}"; do
 $check"
 done
 say "Horovod built with ${needs[*]}"
+
+if [ ! -x "$MLFLOW_VENV/bin/mlflow" ]; then
+    say "installing the MLflow tracking server the tests start ($MLFLOW_SERVER_SPEC) in $MLFLOW_VENV"
+    "$PYTHON" -m venv "$MLFLOW_VENV"
+    "$MLFLOW_VENV/bin/python" -m pip install --disable-pip-version-check -q "$MLFLOW_SERVER_SPEC" \
+        || die "could not install $MLFLOW_SERVER_SPEC into $MLFLOW_VENV"
+fi
 setup_inputs_hash >"$STAMP"
 say "done ($VENV). Try: make run"

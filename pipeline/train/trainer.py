@@ -11,12 +11,10 @@ import functools
 import logging
 import math
 import socket
-import sys
 import time
 from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from pipeline import storage
 from pipeline.config import Config, to_dict, with_absolute_locations
@@ -29,9 +27,13 @@ from pipeline.manifest import read_manifest
 from pipeline.models import build_model
 from pipeline.schema import LABEL_COLUMN, ROW_ID_COLUMN
 from pipeline.train import checkpoint as ckpt
+from pipeline.train import records
 from pipeline.train import run_dir as rd
+from pipeline.train.preemption import Preempted, PreemptionWatch
+from pipeline.train.progress import progress_display
 from pipeline.train.schedule import learning_rate, reference_batch, set_learning_rate
 from pipeline.train.state import Progress, dataset_path, find_run_to_resume, float_buffers, make_optimizer, mean_buffers
+from pipeline.train.tracking import NoTracking, open_tracking
 from pipeline.train.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
@@ -135,9 +137,15 @@ class Trainer:
     def fit(self, resume: bool = False) -> TrainResult:
         """Train (from the latest checkpoint of the run when ``resume``), evaluate on test,
         write the run directory on rank 0."""
+        self.preemption = PreemptionWatch(self.cfg.train.preemption_check_steps)
+        self.tracking = NoTracking()
         try:
             return self._fit(resume)
+        except BaseException as err:
+            self.tracking.stop("KILLED" if isinstance(err, Preempted) else "FAILED")
+            raise
         finally:
+            self.preemption.close()
             if self.watchdog is not None:
                 self.watchdog.close()
 
@@ -149,10 +157,17 @@ class Trainer:
                 found = find_run_to_resume(cfg) if coll.is_root else None
             self.run_dir = coll.broadcast_object(found, "run_dir")  # collective
             progress, resumed_from = self._resume()
+            with self._agreed():
+                if coll.is_root:
+                    records.record_start(self.run_dir, resume=True, world_size=coll.size)
         else:
             name = coll.broadcast_object(cfg.run.name or rd.default_run_name(cfg.name), "run_name")  # collective
             with self._agreed():
                 self.run_dir = rd.create_run_dir(cfg, name, explicit=bool(cfg.run.name)) if coll.is_root else storage.join(cfg.run.root, name)
+                if coll.is_root:
+                    records.record_start(self.run_dir, resume=False, world_size=coll.size)
+        if coll.is_root:
+            self.tracking = open_tracking(cfg, self.run_dir, resume)
         coll.broadcast_state(self.model, self.optimizer, with_optimizer=resume)  # collective
         if resume and self._resumed_buffers:  # this rank's own statistics, after rank 0's were broadcast
             self.model.load_state_dict(self._resumed_buffers, strict=False)
@@ -183,6 +198,7 @@ class Trainer:
                 rd.write_metrics(self.run_dir, progress.history)  # all of it, whatever resets happened
                 rd.write_report(self.run_dir, report)
                 rd.plot_curves(self.run_dir, progress.history)
+        self.tracking.finish(self.run_dir, self.model, self.manifest["schema"])
         return TrainResult(self.run_dir, report)
 
     def _train(self, st) -> Progress:
@@ -203,11 +219,14 @@ class Trainer:
             record = self._epoch_record(st)
             record.update(self._evaluate("val", prefix="val_"))
             st.history = [*st.history, record]
+            self.tracking.log_epoch(record)
             self._early_stopping(st, record)
             st.epoch, st.reader = st.epoch + 1, None
             st.sums, st.seconds, st.waited, st.stepping = [0.0, 0.0, 0.0], 0.0, 0.0, 0.0
             st.commit()  # collective in elastic mode
             self._save_checkpoint(st, metrics=True)  # collective (gathers RNG states)
+            if st.epoch < tc.epochs and not st.stopped and self.preemption.check_steps and self._preemption_agreed(st, "epoch"):
+                raise self._preempted(st, f"after epoch {st.epoch}")
             if self.coll.is_root:
                 log.info(
                     "epoch %d/%d loss %.4f acc %.4f val_loss %.4f val_acc %.4f lr %.3g %.0f samples/s",
@@ -226,7 +245,7 @@ class Trainer:
         local = torch.zeros(3, dtype=torch.float64)  # loss x n, correct, seen (this rank, since last fold)
         clock = {"start": time.perf_counter(), "waited": 0.0, "stepping": 0.0}
         batches = iter(reader)
-        bar = tqdm(total=steps, desc=f"epoch {st.epoch + 1}", disable=not (coll.is_root and sys.stderr.isatty()), leave=False)
+        bar = progress_display(coll.is_root, tc.progress_every_s, st.epoch, tc.epochs, steps, self.steps_per_epoch, per_batch)
         for i in range(steps):
             t0 = time.perf_counter()
             batch = to_device(next(batches), self.device)
@@ -267,6 +286,11 @@ class Trainer:
             st.global_step += 1
             if self.first_step_at is None:
                 self.first_step_at = time.time()
+            if self.preemption.due(st.global_step) and i + 1 < steps and self._preemption_agreed(st, "step"):
+                self._fold(st, local, clock)
+                st.reader = reader.state_dict()
+                self._save_checkpoint(st)  # collective
+                raise self._preempted(st, f"in epoch {st.epoch + 1}, {i + 1} of {steps} batches")
             commit = self.cfg.dist.elastic and st.global_step % self.cfg.dist.commit_every_steps == 0
             save = tc.checkpoint_every_steps and st.global_step % tc.checkpoint_every_steps == 0
             if (commit or save) and i + 1 < steps:
@@ -278,6 +302,20 @@ class Trainer:
                     self._save_checkpoint(st)  # collective
         bar.close()
         self._fold(st, local, clock)
+
+    def _preemption_agreed(self, st, where: str) -> bool:
+        """Whether any rank got the pre-emption warning (collective; see
+        :mod:`pipeline.train.preemption`)."""
+        flag = torch.tensor([float(self.preemption.requested)], dtype=torch.float64)
+        warned = int(self.coll.allreduce_sum(flag, name=f"train.preemption.{where}.{st.global_step}").item())  # collective
+        if warned and self.coll.is_root:
+            log.warning("pre-emption warning (SIGUSR1) on %d of %d ranks: saving a checkpoint at global step %d and stopping",
+                        warned, self.coll.size, st.global_step)
+        return warned > 0
+
+    def _preempted(self, st, where: str) -> Preempted:
+        return Preempted(f"preempted: checkpoint saved at global step {st.global_step} ({where}) in {self.run_dir}; "
+                         "run the same command with --resume (same run.name) to continue from it")
 
     def _check_gradients(self, st, batch: int, steps: int) -> bool:
         """On the averaged gradients (identical on every rank, so every rank decides alike):
