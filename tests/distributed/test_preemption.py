@@ -1,6 +1,6 @@
 """Pre-emption for real: SIGUSR1 to one rank of a running 2-rank Horovod job makes both
 ranks save a mid-epoch checkpoint and exit with status 75; --resume then ends where the
-uninterrupted run ends."""
+uninterrupted run ends. (The uninterrupted run also shows rank 0's progress lines.)"""
 from __future__ import annotations
 
 import os
@@ -45,8 +45,12 @@ def _preempt_after_start(argv: list[str], rank: str) -> tuple[int, str]:
 def test_sigusr1_on_one_rank_checkpoints_every_rank_and_resume_matches_the_whole_run(digits_version, tmp_path):
     root = digits_version[0].parent.parent
     common = [f"data.root={root}", f"run.root={tmp_path}", "train.epochs=3", "train.preemption_check_steps=5",
-              "train.keep_checkpoints=100", "dist.engine=horovod"]
-    run_job(launch_argv("horovodrun", 2, [*common, "run.name=whole"]))
+              "train.keep_checkpoints=100", "dist.engine=horovod", "train.progress_every_s=0.05"]
+    whole = run_job(launch_argv("horovodrun", 2, [*common, "run.name=whole"]))
+    # Under a launcher stderr is a pipe: rank 0 (only) prints progress lines instead of a bar.
+    shown = [line for line in (whole.stdout + whole.stderr).splitlines() if "pipeline.train.progress" in line]
+    assert shown and all("[rank 0]" in line for line in shown), shown[:3]
+    assert re.search(r"epoch \d/3 step \d+/\d+ [\d,]+ samples/s, epoch ETA \d:\d\d:\d\d, run ETA \d:\d\d:\d\d", shown[0]), shown[0]
 
     status, output = _preempt_after_start(launch_argv("horovodrun", 2, [*common, "run.name=cut"]), rank="1")
     assert status != 0, output[-3000:]
