@@ -22,6 +22,7 @@ Writes bench/results/reader.json.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import sys
@@ -36,7 +37,7 @@ import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from bench.common import goal, merge_section, write_result  # noqa: E402
+from bench.common import RESULTS, goal, merge_section, provenance, write_result  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.data import ShardReader  # noqa: E402
 from pipeline.models import build_model  # noqa: E402
@@ -169,23 +170,13 @@ def memory_goal(small: dict, large: dict) -> dict:
 
 
 def remeasure_memory(memory_rows: list[int]) -> None:
-    import json
-
-    from bench.common import RESULTS
-
     work = Path(tempfile.mkdtemp(prefix="bench-reader-"))
     try:
         data = prepare_datasets(work, 0, 0, memory_rows, only_memory=True)
         small, large = (memory_growth(data[f"memory-{rows}"][0]) for rows in memory_rows)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    result = json.loads((RESULTS / "reader.json").read_text())
-    # The figures this replaces stay beside the new ones (every run's figures are kept).
-    earlier = result.get("memory", {})
-    history = [*earlier.pop("earlier_runs", []), earlier] if earlier else []
-    result["goals"] = [g for g in result["goals"] if not g["name"].startswith("reader process peak RSS")]
-    (RESULTS / "reader.json").write_text(json.dumps(result, indent=2) + "\n")
-    merge_section("reader", "memory", {"small": small, "large": large, "earlier_runs": history}, [memory_goal(small, large)])
+    merge_section("reader", "memory", {"small": small, "large": large, "earlier_runs": earlier_memory_runs()}, [memory_goal(small, large)])
     print(f"memory: growth {small['growth_mb']:.0f} MB at {small['rows']:,} rows, {large['growth_mb']:.0f} MB at {large['rows']:,}")
 
 
@@ -257,6 +248,13 @@ def remeasure_store(tabular_rows: int) -> None:
           f"({figures['ratio']:.2f}x); cached {figures['cached_ratio']:.2f}x; wrote {path}")
 
 
+def earlier_memory_runs() -> list[dict]:
+    """Every earlier run's memory figures (the one being replaced last): kept, never overwritten."""
+    path = RESULTS / "reader.json"
+    earlier = json.loads(path.read_text()).get("memory", {}) if path.exists() else {}
+    return [*earlier.pop("earlier_runs", []), earlier] if earlier else []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tabular-rows", type=int, default=1_000_000)
@@ -296,8 +294,11 @@ def main() -> None:
     goals = [goal(f"reader vs raw pyarrow rows/s ({n})", throughput[n]["ratio"], 0.8) for n in throughput]
     goals += [goal(f"training steps/s from reader vs in memory ({n})", stalls[n]["ratio"], 0.95) for n in stalls]
     goals.append(memory_goal(small, large))
-    path = write_result("reader", {"batch_size": BATCH, "throughput": throughput, "input_stall": stalls,
-                                   "memory": {"small": small, "large": large}, "goals": goals})
+    stamp = provenance()
+    path = write_result("reader", {"batch_size": BATCH, "throughput": {**throughput, "provenance": stamp},
+                                   "input_stall": {**stalls, "provenance": stamp},
+                                   "memory": {"small": small, "large": large, "provenance": stamp, "earlier_runs": earlier_memory_runs()},
+                                   "goals": goals})
     merge_section("reader", "store", store, [store_goal(store)])
     merge_section("reader", "checksums", checksums, checksum_goals(checksums))
     print(f"wrote {path}")
