@@ -1,4 +1,4 @@
-"""``python -m pipeline <command>``: doctor, prepare, train, score, run, inspect.
+"""``python -m pipeline <command>``: doctor, prepare, train, score, run, inspect, predict, export.
 
 ``prepare`` prints the published version directory on its last line; ``train`` and
 ``run`` print the run directory on theirs, so scripts can take ``| tail -1``.
@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
+import shlex
 import sys
 
 from pipeline.config import Config, ConfigError, load_config, with_absolute_locations
 from pipeline.errors import is_user_error, lost_peer
+from pipeline.train.records import COMMAND_ENV
 
 log = logging.getLogger("pipeline")
 
@@ -49,7 +52,27 @@ def build_parser(print_only: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--np", type=int, default=2, help="number of training ranks (default 2)")
     p = sub.add_parser("inspect", help="summarise a dataset version or a run directory")
     p.add_argument("path")
+    p = sub.add_parser("predict", help="no Spark: apply a trained model to raw data -> one predictions Parquet file")
+    _model_args(p, needed)
+    p.add_argument("--input", required=needed, help="raw data in the training data's format (file, directory or glob)")
+    p.add_argument("--output", required=needed, help="new predictions file (.parquet); rejected rows go beside it "
+                                                     "to <name>.rejected.parquet")
+    p = sub.add_parser("export", help="write the model with its featurizer as one TorchScript or ONNX file, checked on real rows")
+    _model_args(p, needed)
+    p.add_argument("--format", required=needed, choices=("torchscript", "onnx"))
+    p.add_argument("--output", required=needed, help="new model file (e.g. model.ts or model.onnx)")
+    p.add_argument("--input", help="raw rows to check the export on (default: the run's test split)")
     return parser
+
+
+def _model_args(p: argparse.ArgumentParser, needed: bool) -> None:
+    """predict/export: a model bundle, and optionally the config that says how its input is
+    read (the bundle records it; older bundles need the config)."""
+    p.add_argument("--model", required=needed, help="a run's model.pt")
+    p.add_argument("--config", help="read the input as this experiment YAML says (default: as the model bundle records)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the --config file")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved --config (or, without it, the model bundle's input settings) as YAML and exit")
 
 
 def parse_with_overrides(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
@@ -66,6 +89,8 @@ def parse_with_overrides(parser: argparse.ArgumentParser, argv: list[str] | None
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # The user's command, for run.json (ranks started by this command inherit it).
+    os.environ.setdefault(COMMAND_ENV, shlex.join([sys.executable, "-m", "pipeline", *argv]))
     args = parse_with_overrides(build_parser(print_only="--print-config" in argv), argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     # py4j logs at exit; under spark-submit that would land after the promised last line.
@@ -79,6 +104,8 @@ def print_config(args) -> int:
     """``--print-config``: the config the command would run with, as YAML; nothing runs."""
     from pipeline.config import to_yaml
 
+    if args.command in ("predict", "export") and args.config is None:
+        return print_bundle_reading(args)
     print(to_yaml(load(args)), end="")
     return 0
 
@@ -87,8 +114,13 @@ def with_one_line_errors(command) -> int:
     """Run ``command()``; an error whose message says what to fix (a bad config, input,
     location or checkpoint) becomes one ``error:`` line and exit status 2 (config) or 1,
     not a traceback. Anything else is a bug and keeps its traceback."""
+    from pipeline.train.preemption import PREEMPTED_EXIT, Preempted
+
     try:
         return command()
+    except Preempted as err:  # not a failure: the checkpoint is saved, the scheduler requeues
+        print(err, file=sys.stderr)
+        return PREEMPTED_EXIT
     except (ConfigError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -265,5 +297,58 @@ def cmd_inspect(args) -> int:
     return 0
 
 
-COMMANDS = {"doctor": cmd_doctor, "prepare": cmd_prepare, "train": cmd_train, "score": cmd_score, "run": cmd_run, "inspect": cmd_inspect}
+def _reading_config(args):
+    """predict/export: the ``data`` section of ``--config`` (with its overrides), or None."""
+    if args.config is None:
+        if args.overrides:
+            raise ConfigError(f"overrides {args.overrides} need --config: they change the config file's settings")
+        return None
+    return load(args).data
+
+
+def print_bundle_reading(args) -> int:
+    """``predict/export --print-config`` without ``--config``: the bundle's input settings."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from pipeline.predict.bundle import read_bundle, reading_config
+
+    if args.model is None:
+        raise ConfigError("--print-config needs --config conf/X.yaml, or --model to show the model's input settings")
+    if args.overrides:
+        raise ConfigError(f"overrides {args.overrides} need --config: they change the config file's settings")
+    from pipeline.train.run_dir import BUNDLE_DATA_SECTIONS
+
+    data = reading_config(read_bundle(args.model), args.model)
+    recorded = {k: v for k, v in dataclasses.asdict(data).items() if k in BUNDLE_DATA_SECTIONS}
+    print(OmegaConf.to_yaml({"data": recorded}), end="")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from pipeline.predict import predict
+
+    result = predict(args.model, args.input, args.output, _reading_config(args))
+    m = result.metrics
+    accuracy = f", accuracy {m['accuracy']:.4f} on {m['labeled_rows']} labeled rows" if "accuracy" in m else ""
+    rejected = f" (in {result.rejected})" if result.rejected else ""
+    print(f"predict: {m['scored_rows']} rows predicted, {m['rejected_rows']} rejected{rejected}{accuracy}")
+    print(result.output)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from pipeline.predict.export import TOLERANCE, export_model
+
+    result = export_model(args.model, args.format, args.output, args.input, _reading_config(args))
+    print(f"export: {result.format} model checked on {result.rows_checked} rows: largest probability difference "
+          f"{result.max_difference:.2g} (tolerance {TOLERANCE:g}); inputs "
+          + ", ".join(f"{i['name']} {i['dtype']}{i['shape']}" for i in result.inputs))
+    print(result.output)
+    return 0
+
+
+COMMANDS = {"doctor": cmd_doctor, "prepare": cmd_prepare, "train": cmd_train, "score": cmd_score, "run": cmd_run, "inspect": cmd_inspect,
+            "predict": cmd_predict, "export": cmd_export}
 

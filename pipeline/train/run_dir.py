@@ -67,8 +67,15 @@ def write_report(run_dir: str, report: dict) -> None:
     storage.write_text(storage.join(run_dir, "report.json"), json.dumps(report, indent=2) + "\n")
 
 
+# The data sections that say how raw input was read (source type, csv header and delimiter,
+# label, tensor/table columns, image size, series options, the row id's salt).
+BUNDLE_DATA_SECTIONS = ("source", "tensor", "table", "image", "sequence", "split")
+
+
 def model_bundle(model: torch.nn.Module, cfg: Config, manifest: dict) -> dict:
-    """What scoring needs to rebuild and apply the model: weights, sizes, featurizer.
+    """What scoring needs to rebuild and apply the model: weights, sizes, featurizer, and
+    how the training input was read (``data``: ``predict`` reads new input the same way
+    without the config; bundles written before it lack the key).
 
     Plain types and tensors only, so it loads with ``torch.load(weights_only=True)``.
     """
@@ -80,6 +87,7 @@ def model_bundle(model: torch.nn.Module, cfg: Config, manifest: dict) -> dict:
         "schema": manifest["schema"],
         "featurizer": manifest["featurizer"],
         "dataset_fingerprint": manifest["fingerprint"],
+        "data": {k: v for k, v in asdict(cfg.data).items() if k in BUNDLE_DATA_SECTIONS},
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
 
