@@ -25,7 +25,7 @@ test-multihost: setup
 
 # Every benchmark on this machine, one after the other (well over an hour on 2 cores: reader,
 # train and prep about 12 minutes each, the 5-seed accuracy runs the most; BENCH_ACCURACY_SEEDS=1
-# for a quicker pass), then the README's goal table from bench/results/*.json. On the multi-host rig: bench/startup.py and
+# for a quicker pass), then the goal table in docs/benchmarks.md from bench/results/*.json. On the multi-host rig: bench/startup.py and
 # bench/train.py with --multihost; on a GPU machine: bench/gpu-check.sh.
 BENCH_ACCURACY_SEEDS ?= 5
 bench: setup

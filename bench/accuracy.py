@@ -6,7 +6,7 @@ Each case is prepared once by the real prepare job and trained with its shipped 
 (``conf/<case>.yaml``, nothing overridden but ``train.seed`` and the paths) by 2 Horovod
 ranks over Gloo. The goal is met when the fixed seed (0, the shipped one) reaches the
 target; the spread over seeds (mean +- sd) is reported beside it. The published figures the
-targets come from are in the README ("Accuracy"). Writes bench/results/accuracy.json, one
+targets come from are in docs/benchmarks.md ("Accuracy"). Writes bench/results/accuracy.json, one
 section per case with its own command, commit and time (``--only`` re-measures some cases
 and keeps the others' figures and dates).
 """

@@ -1,5 +1,5 @@
 """Accuracy on the bundled real datasets, trained by 2 Horovod ranks (small epoch counts,
-so CI can afford them; README "Measured figures" has the full-length results)."""
+so CI can afford them; docs/benchmarks.md has the full-length results)."""
 import json
 
 import pytest
