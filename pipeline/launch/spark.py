@@ -1,5 +1,7 @@
-"""Training inside Spark executors: ``horovod.spark.run`` starts one Horovod rank per Spark
-task (Gloo), each running :func:`pipeline.train.worker.train_rank`.
+"""Training inside Spark executors, one rank per Spark task, each running
+:func:`pipeline.train.worker.train_rank`: ``horovod.spark.run`` for Horovod ranks (Gloo),
+``pyspark.ml.torch.distributor.TorchDistributor`` (part of pyspark; one process per task,
+``local_mode=False``) for DDP ranks (``dist.engine=torch``).
 
 The active SparkSession decides where tasks run (``local[N]``, a standalone master, YARN,
 Kubernetes). Every executor must reach the dataset version and the run root: relative
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import io
+import os
 import sys
 from urllib.parse import urlsplit
 
@@ -84,3 +87,37 @@ def run_on_spark(cfg: Config, np: int, resume: bool = False, start_timeout: int 
             f"last lines of the ranks' output:\n{tail}"
         ) from error
     return next(r for r in results if r["is_root"])
+
+
+def torch_rank(cfg: dict, resume: bool, threads: int) -> dict:
+    """One DDP rank inside a Spark task (TorchDistributor starts it under torchrun): torch
+    threads = the task's cores, which torchrun's one local process cannot know."""
+    from pipeline.engines.base import THREADS_VARIABLE
+    from pipeline.train.worker import train_rank
+
+    os.environ.setdefault(THREADS_VARIABLE, str(threads))
+    return train_rank(cfg, resume)
+
+
+def run_torch_on_spark(cfg: Config, np: int, resume: bool = False) -> dict:
+    """Train on ``np`` DDP ranks as Spark tasks of the active application (barrier mode,
+    torchrun's rendezvous at the first task); rank 0's result.
+
+    Raises:
+        LaunchError: too few task slots, or a rank failed (with TorchDistributor's message,
+            which carries the tail of the failing rank's output).
+    """
+    from pyspark.ml.torch.distributor import TorchDistributor
+    from pyspark.sql import SparkSession
+
+    conf = SparkSession.getActiveSession().sparkContext.getConf()
+    task_cpus = int(conf.get("spark.task.cpus", "1"))
+    task_gpus = float(conf.get("spark.task.resource.gpu.amount", "0"))
+    use_gpu = cfg.train.device == "cuda" or (cfg.train.device == "auto" and task_gpus > 0)
+    try:
+        return TorchDistributor(num_processes=np, local_mode=False, use_gpu=use_gpu).run(
+            torch_rank, shipped_config(cfg), resume, task_cpus)
+    except Exception as error:  # noqa: BLE001 -- report the rank's failure on the driver, in one message
+        text = str(error).strip()
+        raise LaunchError(f"training on {np} DDP ranks inside Spark (TorchDistributor) failed: "
+                          f"{text[-3000:] if text else type(error).__name__}") from error

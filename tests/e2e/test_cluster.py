@@ -1,6 +1,7 @@
 """Cluster mode for real: a Spark standalone master + 2 workers (1 core each) on 127.0.0.1
 started by deploy/local/spark-cluster.sh; preprocess, train inside Spark (2 Horovod ranks,
-one per worker) and score, all with spark-submit; then the cluster is stopped. The
+one per worker) and score, all with spark-submit, and DDP ranks through TorchDistributor;
+then the cluster is stopped. The
 master's JSON, the workers' JSON and the driver's event log show that the applications
 registered and their tasks ran in executors on both workers, not in the driver. Also
 ``train --launcher spark`` in local[2], and a rank failure surfacing on the driver."""
@@ -80,6 +81,21 @@ def test_preprocess_train_and_score_on_a_standalone_cluster(cluster, tmp_path):
     assert scored.strip().splitlines()[-1] == str(tmp_path / "scored")
     metrics = json.loads((tmp_path / "scored" / "metrics.json").read_text())
     assert metrics["scored_rows"] == 1797 and metrics["accuracy"] >= 0.9
+
+    # The DDP engine launches the Spark-native way too: TorchDistributor, one rank per task.
+    out = run([*submit, "jobs/train_on_spark.py", "--config", str(DIGITS_CONF), "--np", "2", *data, "dist.engine=torch",
+               f"run.root={tmp_path / 'runs'}", "run.name=ddp", "train.epochs=3"], env=env).stdout
+    report = json.loads((tmp_path / "runs" / "ddp" / "report.json").read_text())
+    assert out.strip().splitlines()[-1] == str(tmp_path / "runs" / "ddp")
+    assert report["world_size"] == 2 and report["engine"] == "torch" and report["test_accuracy"] >= 0.9
+    # The newest application (ids are app-<time>-<counter>): the DDP training just run.
+    ddp_id = max(a["id"] for a in get_json(env["SPARK_MASTER_UI"])["completedapps"] if a["name"] == "train:digits_cnn")
+    events = [json.loads(line) for line in (Path(env["SPARK_CLUSTER_DIR"]) / "events" / ddp_id).read_text().splitlines()]
+    executors = {e["Task Info"]["Executor ID"] for e in events if e["Event"] == "SparkListenerTaskEnd"}
+    assert len(executors) == 2 and "driver" not in executors, executors  # the two ranks ran in two executors
+    for i in (1, 2):
+        worker = get_json(str(int(env["SPARK_WORKER_UI"]) + i - 1))
+        assert ddp_id in {x["appid"] for x in worker["finishedexecutors"] + worker["executors"]}, worker
 
 
 def test_train_launcher_spark_in_local_mode_and_a_failing_rank(digits_version, tmp_path):
