@@ -214,24 +214,34 @@ def run_train(cfg: Config, np: int, launcher: str = "local", resume: bool = Fals
             raise ConfigError("--hosts starts ranks with horovodrun over ssh; it does not combine with --launcher spark")
         return runner.run_on_hosts(cfg, np, hosts, resume, source)
     if launcher == "spark":
-        if cfg.dist.engine != "horovod" or cfg.dist.elastic:
-            raise ConfigError("--launcher spark runs Horovod ranks (horovod.spark.run): use dist.engine=horovod, dist.elastic=false")
-        from pipeline.launch.spark import run_on_spark
+        if cfg.dist.engine not in ("horovod", "torch") or cfg.dist.elastic:
+            raise ConfigError("--launcher spark runs Horovod ranks (horovod.spark.run) or DDP ranks (TorchDistributor): use "
+                              "dist.engine=horovod or torch, with dist.elastic=false")
+        from pipeline.launch.spark import run_on_spark, run_torch_on_spark
         from pipeline.prep.session import get_session
 
         spark = get_session(f"train:{cfg.name}")
         try:
-            return run_on_spark(cfg, np, resume)
+            return (run_torch_on_spark if cfg.dist.engine == "torch" else run_on_spark)(cfg, np, resume)
         finally:
             spark.stop()
+    if np == 1 and not cfg.dist.elastic:
+        from pipeline.train.worker import train_rank
+
+        return train_rank(cfg, resume=resume)
+    from pipeline.train.preemption import launcher_notice
+
+    with launcher_notice():  # ranks pre-empted -> exit status 75, as a rank's own
+        return _run_local_ranks(cfg, np, resume)
+
+
+def _run_local_ranks(cfg: Config, np: int, resume: bool) -> dict:
+    from pipeline.launch import runner
+
     if cfg.dist.elastic:
         if cfg.dist.min_np > np:
             raise ConfigError(f"dist.min_np={cfg.dist.min_np} is more than --np {np}")
         return runner.run_local_subprocess(cfg, np, resume, "elastic")
-    if np == 1:
-        from pipeline.train.worker import train_rank
-
-        return train_rank(cfg, resume=resume)
     if cfg.dist.engine == "torch":
         return runner.run_local_subprocess(cfg, np, resume, "torchrun")
     if cfg.dist.engine != "horovod":

@@ -27,7 +27,9 @@ def is_user_error(error: BaseException) -> bool:
         from pipeline.score import ScoreError
     except ImportError:
         return False
-    return isinstance(error, (PrepareError, SourceError, ScoreError))
+    from pipeline.predict.spark_compat import UnsupportedKeyType
+
+    return isinstance(error, (PrepareError, SourceError, ScoreError, UnsupportedKeyType))
 
 
 def lost_peer(error: BaseException) -> bool:

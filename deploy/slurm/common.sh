@@ -46,7 +46,8 @@ run_launcher() {
     fi
     "$@" &
     wait_for $! || status=$?
-    ((PREEMPTED)) && requeue "$status"
+    # A run that finished anyway (the warning came after its last check) is not requeued.
+    ((PREEMPTED && status != 0)) && requeue "$status"
     exit "$status"
 }
 

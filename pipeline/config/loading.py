@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -216,6 +217,10 @@ def validate(cfg: Config) -> None:
     for key, value in non_negative.items():
         if value < 0:
             raise ConfigError(f"{key} must be >= 0, got {value}")
+    if cfg.run.tracking_uri and "@" in urlsplit(cfg.run.tracking_uri).netloc:
+        raise ConfigError("run.tracking_uri holds credentials (user:password@host): they would be copied into configs, "
+                          "checkpoints, MLflow params and logs; set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+                          "(or MLFLOW_TRACKING_TOKEN) in the environment instead")
     if cfg.run.tracking == "mlflow" and cfg.run.tracking_uri is None and "://" in cfg.run.root:
         raise ConfigError(f"run.tracking=mlflow with run.root={cfg.run.root}: the default store is a local SQLite file beside "
                           "the runs; set run.tracking_uri (an MLflow server, e.g. http://mlflow:5000, or sqlite:////abs/path/mlflow.db)")

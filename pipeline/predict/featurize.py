@@ -12,6 +12,7 @@ standardisation or per-series normalisation instead (an exported model's input).
 """
 from __future__ import annotations
 
+import decimal
 import math
 from dataclasses import dataclass
 
@@ -40,7 +41,7 @@ def _reason(code: str, value=None) -> tuple[str, str]:
 
 def _number(value) -> float | None:
     """``try_cast(value AS double)`` of a typed value."""
-    if value is None or isinstance(value, (int, float)):
+    if value is None or isinstance(value, (int, float, decimal.Decimal)):
         return None if value is None else float(value)
     return to_double(value)
 

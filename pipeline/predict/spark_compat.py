@@ -23,8 +23,9 @@ _P5 = np.uint64(2870177450012600261)
 _INT32 = (-(2**31), 2**31 - 1)
 
 
-class UnsupportedKeyType(TypeError):
-    """A column type whose text form in Spark predict does not reproduce."""
+class UnsupportedKeyType(ValueError):
+    """A column type whose text form in Spark predict does not reproduce (a user error: one
+    line naming the column, see :func:`pipeline.errors.is_user_error`)."""
 
 
 def _rotl(x: np.ndarray, r: int) -> np.ndarray:
@@ -155,8 +156,11 @@ def strings(column: pa.Array | pa.ChunkedArray, name: str) -> list[str | None]:
         return [None if v is None else java_float(v) for v in values]
     if pa.types.is_null(kind):
         return values
-    raise UnsupportedKeyType(f"column {name!r} is {kind}: predict reads string, integer, boolean and floating-point "
-                             "columns as Spark does; cast it in the input or leave it out of data.source.key")
+    if pa.types.is_decimal(kind):  # Spark writes a decimal's plain digits, with its scale
+        return [None if v is None else format(v, "f") for v in values]
+    raise UnsupportedKeyType(f"column {name!r} is {kind}: predict reads string, integer, boolean, floating-point and "
+                             "decimal columns as Spark does; cast it to one of those in the input, or score it with "
+                             "`python -m pipeline score`")
 
 
 _JAVA_NUMBER = re.compile(r"[+-]?(?:NaN|Infinity|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?[fFdD]?)")

@@ -10,11 +10,15 @@ checkpoint at that step (sample-exact, as ``checkpoint_every_steps`` does) and s
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
+import tempfile
 import threading
 
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: "try again later", what a requeued job does
 PREEMPTION_SIGNAL = signal.SIGUSR1
+NOTICE_ENV = "PIPELINE_PREEMPTED_NOTICE"  # a file where ranks leave their preempted: line for a local launcher
 
 
 class Preempted(RuntimeError):
@@ -57,3 +61,35 @@ class PreemptionWatch:
         if self._previous is not None:
             signal.signal(PREEMPTION_SIGNAL, signal.SIG_IGN if self._previous == signal.SIG_DFL else self._previous)
             self._previous = None
+
+
+def leave_notice(error: Preempted) -> None:
+    """Tell the local launcher that started this rank (see :func:`launcher_notice`) why it stopped."""
+    path = os.environ.get(NOTICE_ENV)
+    if path:
+        with contextlib.suppress(OSError), open(path, "w") as f:
+            f.write(str(error))
+
+
+@contextlib.contextmanager
+def launcher_notice():
+    """Around a local launcher (horovod.run, torchrun, horovodrun) that starts ranks on this
+    machine: a launcher failure because the ranks were pre-empted becomes :class:`Preempted`
+    (exit status 75), and the launcher itself ignores SIGUSR1 (the ranks act on it)."""
+    previous = signal.signal(PREEMPTION_SIGNAL, signal.SIG_IGN) if threading.current_thread() is threading.main_thread() else None
+    fd, path = tempfile.mkstemp(prefix="pipeline-preempted-")
+    os.close(fd)
+    os.environ[NOTICE_ENV] = path
+    try:
+        yield
+    except Exception as err:
+        with open(path) as f:
+            said = f.read().strip()
+        if said.startswith("preempted:"):
+            raise Preempted(said) from err
+        raise
+    finally:
+        os.environ.pop(NOTICE_ENV, None)
+        os.unlink(path)
+        if previous is not None:
+            signal.signal(PREEMPTION_SIGNAL, previous)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import logging
 import os
 import platform
 import shlex
@@ -14,6 +15,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 RECORD_NAME = "run.json"
 COMMAND_ENV = "PIPELINE_COMMAND"  # the user's command, set by the CLI for the ranks it starts
@@ -43,7 +46,7 @@ def git_commit(source: Path | None = None) -> dict | None:
         return None
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source, capture_output=True,
+        status = subprocess.run(["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no"], cwd=source, capture_output=True,
                                 text=True, timeout=10, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return None
@@ -69,12 +72,19 @@ def start_record(resume: bool, world_size: int) -> dict:
 
 
 def record_start(run_dir: str, resume: bool, world_size: int) -> None:
-    """Add this start's record to ``<run_dir>/run.json`` (rank 0 only)."""
+    """Add this start's record to ``<run_dir>/run.json`` (rank 0 only). A record that
+    cannot be read or written is a warning: it never stops training."""
     from pipeline import storage  # pyarrow: not for the command line's own import
 
     path = storage.join(run_dir, RECORD_NAME)
-    starts = []
-    if resume and storage.exists(path):
-        starts = json.loads(storage.read_text(path)).get("starts", [])
-    starts.append(start_record(resume, world_size))
-    storage.write_text(path, json.dumps({"starts": starts}, indent=2) + "\n")
+    try:
+        starts = []
+        if resume and storage.exists(path):
+            try:
+                starts = json.loads(storage.read_text(path)).get("starts", [])
+            except (ValueError, AttributeError) as err:
+                log.warning("%s is unreadable (%s); starting it again", path, err)
+        starts.append(start_record(resume, world_size))
+        storage.write_text(path, json.dumps({"starts": starts}, indent=2) + "\n")
+    except Exception as err:  # noqa: BLE001 -- a record of the run must not end the run
+        log.warning("could not write %s (%s: %s); training goes on", path, type(err).__name__, err)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from pipeline.config import Config, to_dict
 log = logging.getLogger(__name__)
 
 TRACKING_FILE = "tracking.json"
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+               "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 ARTIFACTS = ("report.json", "curves.png", "config.yaml", "run.json", "metrics.jsonl")
 _INSTALL = "pip install 'mlflow-skinny>=3.5' sqlalchemy alembic (or the project's extra: pip install -e '.[tracking]')"
 
@@ -78,6 +81,11 @@ class MlflowTracking(NoTracking):
             from mlflow import MlflowClient
         except ImportError as err:
             raise RuntimeError(f"MLflow is not installed ({err}); {_INSTALL}") from err
+        # MLflow's own HTTP defaults (7 retries, 120 s each) would hold rank 0 for minutes per
+        # call while the other ranks wait in a collective (and time out): fail fast instead;
+        # the first failure turns tracking off. A user's own settings win.
+        for name, value in HTTP_LIMITS.items():
+            os.environ.setdefault(name, value)
         artifacts = None
         self.uri = cfg.run.tracking_uri
         if self.uri is None:

@@ -54,10 +54,13 @@ class Trainer:
         cfg: the experiment config.
         collective: this rank's engine (rank, world size, collectives).
         dataset: a dataset version (or dataset dir with LATEST); defaults from the config.
+        preemption: the rank's pre-emption watch, when its entry point installed one before
+            the rendezvous; else :meth:`fit` installs its own for the run.
     """
 
-    def __init__(self, cfg: Config, collective: Collective, dataset: str | None = None):
-        self.coll, self.watchdog = collective, None
+    def __init__(self, cfg: Config, collective: Collective, dataset: str | None = None,
+                 preemption: PreemptionWatch | None = None):
+        self.coll, self.watchdog, self.preemption = collective, None, preemption
         with self._agreed():
             self.cfg = cfg = with_absolute_locations(cfg)
             self.version_dir, self.manifest = read_manifest(dataset or dataset_path(cfg))
@@ -137,7 +140,9 @@ class Trainer:
     def fit(self, resume: bool = False) -> TrainResult:
         """Train (from the latest checkpoint of the run when ``resume``), evaluate on test,
         write the run directory on rank 0."""
-        self.preemption = PreemptionWatch(self.cfg.train.preemption_check_steps)
+        own = self.preemption is None  # else the rank's entry point installed it before the rendezvous
+        if own:
+            self.preemption = PreemptionWatch(self.cfg.train.preemption_check_steps)
         self.tracking = NoTracking()
         try:
             return self._fit(resume)
@@ -145,7 +150,8 @@ class Trainer:
             self.tracking.stop("KILLED" if isinstance(err, Preempted) else "FAILED")
             raise
         finally:
-            self.preemption.close()
+            if own:
+                self.preemption.close()
             if self.watchdog is not None:
                 self.watchdog.close()
 

@@ -7,6 +7,7 @@ import os
 from pipeline.config import Config, from_dict
 from pipeline.engines import make_collective
 from pipeline.launch.secrets import load_secrets
+from pipeline.train.preemption import Preempted, PreemptionWatch, leave_notice
 from pipeline.train.trainer import Trainer
 
 
@@ -32,13 +33,23 @@ def train_rank(cfg: Config | dict, resume: bool = False) -> dict:
     load_secrets()  # credentials the launcher kept off this rank's command line
     if isinstance(cfg, dict):
         cfg = from_dict(cfg)
-    collective = make_collective(cfg.dist, cfg.train.device)
+    # From the rank's start: a pre-emption warning during the rendezvous or while the data is
+    # opened is remembered (and acted on at the first check), not the end of the process.
+    preemption = PreemptionWatch(cfg.train.preemption_check_steps)
+    collective = None
     try:
+        collective = make_collective(cfg.dist, cfg.train.device)
         setup_logging(collective.rank)
-        result = Trainer(cfg, collective).fit(resume=resume)
+        try:
+            result = Trainer(cfg, collective, preemption=preemption).fit(resume=resume)
+        except Preempted as err:
+            leave_notice(err)
+            raise
         # Every rank done before any tears its engine down: a Gloo process group destroyed
         # while a peer still talks to it aborted a rank at exit (SIGABRT, seen under DDP).
         collective.barrier()  # collective
         return {"run_dir": result.run_dir, "report": result.report, "is_root": collective.is_root}
     finally:
-        collective.shutdown()
+        if collective is not None:
+            collective.shutdown()
+        preemption.close()

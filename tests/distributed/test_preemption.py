@@ -7,11 +7,12 @@ import os
 import re
 import signal
 import subprocess
+import sys
 
 import pytest
 
 from pipeline.train.preemption import PREEMPTED_EXIT
-from tests.conftest import REPO
+from tests.conftest import DIGITS_CONF, REPO
 from tests.distributed.launch import final_weights, launch_argv, max_relative_difference, run_job
 from tests.distributed.test_faults import descendants, horovod_env
 
@@ -85,3 +86,39 @@ def test_one_process_exits_75_with_one_line(digits_version, tmp_path):
     preempted = [line for line in lines if "preempted:" in line]
     assert len(preempted) == 1 and preempted[0].startswith("preempted: checkpoint saved at global step "), lines[-5:]
     assert "Traceback" not in "".join(lines)
+
+
+def _rank_env(pid: int) -> dict[str, str]:
+    try:
+        raw = open(f"/proc/{pid}/environ", "rb").read()
+    except OSError:
+        return {}
+    return dict(item.decode(errors="replace").split("=", 1) for item in raw.split(b"\0") if b"=" in item)
+
+
+@pytest.mark.parametrize("engine,rank_variable", [("horovod", "HOROVOD_RANK"), ("torch", "RANK")])
+def test_the_local_launcher_exits_75_when_its_ranks_are_preempted(digits_version, tmp_path, engine, rank_variable):
+    """`python -m pipeline train --np 2` (horovod.run / torchrun under it): a SIGUSR1 to one
+    rank ends the command with the ranks' preempted: line and status 75, not a launch failure."""
+    root = digits_version[0].parent.parent
+    argv = [sys.executable, "-m", "pipeline", "train", "--config", str(DIGITS_CONF), "--np", "2", f"data.root={root}",
+            f"run.root={tmp_path}", "run.name=local", "train.epochs=3", "train.preemption_check_steps=5", f"dist.engine={engine}"]
+    launcher = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines = []
+    try:
+        for line in launcher.stdout:
+            lines.append(line)
+            if " training cnn on " in line:
+                ranks = [p for p in descendants(launcher.pid) if _rank_env(p).get(rank_variable) == "1"]
+                assert ranks, "".join(lines)[-2000:]
+                os.kill(ranks[0], signal.SIGUSR1)
+                break
+        lines.extend(launcher.stdout)
+        status = launcher.wait(timeout=300)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    output = "".join(lines)
+    assert status == PREEMPTED_EXIT, output[-3000:]
+    assert output.strip().splitlines()[-1].startswith("preempted: checkpoint saved at global step "), output[-1500:]
+    assert "error:" not in output.strip().splitlines()[-1]

@@ -100,3 +100,20 @@ def test_export_command_prints_its_inputs_and_the_file(tmp_path, capsys):
     assert main(["export", "--model", str(model), "--format", "torchscript", "--output", str(out), "--input", str(DIGITS_CSV)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1] == str(out) and out.is_file() and "inputs image float32['B', 1, 8, 8]" in lines[0]
+
+
+def test_decimal_columns_read_as_spark_casts_them_and_other_types_are_one_clear_line():
+    import decimal
+
+    import pyarrow as pa
+
+    from pipeline.errors import is_user_error
+    from pipeline.predict.featurize import _number
+    from pipeline.predict.spark_compat import UnsupportedKeyType, strings
+
+    column = pa.array([decimal.Decimal("1.50"), None, decimal.Decimal("-2.25")], pa.decimal128(5, 2))
+    assert strings(column, "price") == ["1.50", None, "-2.25"]  # cast(decimal(5,2) AS string)
+    assert _number(decimal.Decimal("1.50")) == 1.5  # try_cast(decimal AS double)
+    with pytest.raises(UnsupportedKeyType, match=r"column 'day' is date32\[day\]: .*cast it") as caught:
+        strings(pa.array([1], pa.date32()), "day")
+    assert is_user_error(caught.value)
