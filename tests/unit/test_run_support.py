@@ -84,3 +84,10 @@ def test_tracking_on_an_object_store_root_needs_a_uri(root):
     with pytest.raises(ConfigError, match="set run.tracking_uri"):
         load_config(DIGITS_CONF, ["run.tracking=mlflow", f"run.root={root}"])
     load_config(DIGITS_CONF, ["run.tracking=mlflow", f"run.root={root}", "run.tracking_uri=http://127.0.0.1:5000"])
+
+
+def test_credentials_in_the_tracking_uri_are_refused():
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match="MLFLOW_TRACKING_USERNAME"):
+        load_config(DIGITS_CONF, ["run.tracking=mlflow", "run.tracking_uri=https://user:secret@mlflow.example:5000"])
