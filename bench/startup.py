@@ -1,6 +1,7 @@
 """Startup overhead: seconds from launching a 2-rank training job to its first training
 step, for horovodrun, horovod.spark.run in local[2], and horovod.spark.run on a Spark
-standalone cluster (master + 2 workers x 1 core on 127.0.0.1), same job and data.
+standalone cluster (master + 2 workers x 1 core on 127.0.0.1), same job and data; and for
+the DDP engine, torchrun against TorchDistributor on the same standalone cluster.
 
     .venv/bin/python bench/startup.py [--repeats 2]
     .venv/bin/python bench/startup.py --multihost [--repeats 2]   # across 2 hosts of the rig
@@ -29,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import goal, write_result  # noqa: E402
+from bench.common import goal  # noqa: E402
 from pipeline.launch.horovod import horovodrun_argv  # noqa: E402
 from pipeline.launch.torchrun import free_port  # noqa: E402
 
@@ -79,6 +80,21 @@ def across_hosts(repeats: int) -> None:
     print(f"{goals[0]['name']}: {goals[0]['value']} ({'met' if goals[0]['met'] else 'NOT met'}); wrote {path}")
 
 
+def merge_local(times: dict, median: dict, goals: list[dict]) -> Path:
+    """The one-machine figures as the ``local`` section: the ``multihost`` section (measured
+    on the rig, another day) keeps its figures and dates."""
+    from bench.common import RESULTS, merge_section
+
+    path = RESULTS / "startup.json"
+    if path.exists():  # figures of the older layout (top level) go with the section they become
+        old = json.loads(path.read_text())
+        for key in ("job", "seconds_to_first_step", "median_seconds"):
+            old.pop(key, None)
+        path.write_text(json.dumps(old, indent=2) + "\n")
+    return merge_section("startup", "local", {"job": "digits_cnn, 2 ranks, 1 epoch", "seconds_to_first_step": times,
+                                              "median_seconds": median}, goals)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
@@ -95,7 +111,8 @@ def main() -> None:
     try:
         subprocess.run([sys.executable, "-m", "pipeline", "prepare", "--config", CONF, *data], cwd=REPO, check=True, capture_output=True, env=env)
         url = subprocess.run(["bash", CLUSTER, "start"], cwd=REPO, check=True, capture_output=True, text=True, env=cluster_env).stdout.split()[-1]
-        times: dict[str, list[float]] = {"horovodrun": [], "spark_local": [], "spark_standalone": []}
+        times: dict[str, list[float]] = {"horovodrun": [], "spark_local": [], "spark_standalone": [], "torchrun": [],
+                                         "torchdistributor_standalone": []}
         for i in range(args.repeats):
             for launcher in times:
                 name = f"{launcher}-{i}"
@@ -105,17 +122,23 @@ def main() -> None:
                                            network_interface="lo", horovodrun=str(BIN / "horovodrun"))
                 elif launcher == "spark_local":
                     argv = [sys.executable, "-m", "pipeline", "train", "--config", CONF, "--launcher", "spark", "--np", "2", *job]
+                elif launcher == "torchrun":
+                    argv = [sys.executable, "-m", "pipeline", "train", "--config", CONF, "--np", "2", *job, "dist.engine=torch"]
                 else:
-                    argv = [str(BIN / "spark-submit"), "--master", url, "jobs/train_on_spark.py", "--config", CONF, "--np", "2", *job]
-                times[launcher].append(seconds_to_first_step(argv, tmp / "runs" / name, cluster_env if launcher == "spark_standalone" else env))
+                    argv = [str(BIN / "spark-submit"), "--master", url, "jobs/train_on_spark.py", "--config", CONF, "--np", "2", *job,
+                            *(["dist.engine=torch"] if launcher == "torchdistributor_standalone" else [])]
+                on_cluster = launcher.endswith("_standalone")
+                times[launcher].append(seconds_to_first_step(argv, tmp / "runs" / name, cluster_env if on_cluster else env))
                 print(f"{launcher} #{i}: {times[launcher][-1]:.1f} s to the first step", flush=True)
         subprocess.run(["bash", CLUSTER, "stop"], cwd=REPO, check=True, capture_output=True, env=cluster_env)
         median = {k: statistics.median(v) for k, v in times.items()}
         goals = [
             goal("horovod.spark.run local[2] / horovodrun, seconds to first step", median["spark_local"] / median["horovodrun"], 2.0, higher_is_better=False),
             goal("horovod.spark.run standalone / horovodrun, seconds to first step", median["spark_standalone"] / median["horovodrun"], 2.0, higher_is_better=False),
+            goal("TorchDistributor standalone / torchrun (DDP), seconds to first step",
+                 median["torchdistributor_standalone"] / median["torchrun"], 2.0, higher_is_better=False),
         ]
-        path = write_result("startup", {"job": "digits_cnn, 2 ranks, 1 epoch", "seconds_to_first_step": times, "median_seconds": median, "goals": goals})
+        path = merge_local(times, median, goals)
         for g in goals:
             print(f"{g['name']}: {g['value']} (target <= {g['target']}, {'met' if g['met'] else 'NOT met'})")
         print(path)
