@@ -104,7 +104,9 @@ def main() -> None:
         return across_hosts(args.repeats)
     tmp = Path(tempfile.mkdtemp(prefix="bench-startup-"))
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
-    cluster_env = {**env, "SPARK_CLUSTER_DIR": str(tmp / "cluster"), "SPARK_MASTER_PORT": str(free_port()),
+    # SPARK_CONF_DIR: the cluster's spark-defaults.conf, with its generated spark.authenticate secret.
+    cluster_env = {**env, "SPARK_CLUSTER_DIR": str(tmp / "cluster"), "SPARK_CONF_DIR": str(tmp / "cluster" / "conf"),
+                   "SPARK_MASTER_PORT": str(free_port()),
                    "SPARK_MASTER_UI": str(free_port()), "SPARK_WORKER_UI": str(free_port()), "SPARK_WORKERS": "2",
                    "SPARK_WORKER_CORES": "1", "SPARK_WORKER_MEM": "1g", "PYTHON": sys.executable}
     data = [f"data.root={tmp / 'data'}", f"data.source.path={REPO / 'data/raw/digits/digits.csv.gz'}"]
