@@ -12,7 +12,8 @@ on the rig's Spark standalone cluster, and one torchrun per host (c10d rendezvou
 updates only the ``multihost`` section of startup.json.
 
 The first step's wall-clock time comes from the run's report (``first_step_at``, rank 0).
-Goal: Spark-launched <= 2x horovodrun. Writes bench/results/startup.json.
+Goal: Spark-launched <= 2x horovodrun (on one machine: the fastest of the repeats on each
+side). Writes bench/results/startup.json.
 """
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ def across_hosts(repeats: int) -> None:
     print(f"{goals[0]['name']}: {goals[0]['value']} ({'met' if goals[0]['met'] else 'NOT met'}); wrote {path}")
 
 
-def merge_local(times: dict, median: dict, goals: list[dict]) -> Path:
+def merge_local(times: dict, median: dict, best: dict, goals: list[dict]) -> Path:
     """The one-machine figures as the ``local`` section: the ``multihost`` section (measured
     on the rig, another day) keeps its figures and dates."""
     from bench.common import RESULTS, merge_section
@@ -92,7 +93,7 @@ def merge_local(times: dict, median: dict, goals: list[dict]) -> Path:
             old.pop(key, None)
         path.write_text(json.dumps(old, indent=2) + "\n")
     return merge_section("startup", "local", {"job": "digits_cnn, 2 ranks, 1 epoch", "seconds_to_first_step": times,
-                                              "median_seconds": median}, goals)
+                                              "median_seconds": median, "best_seconds": best}, goals)
 
 
 def main() -> None:
@@ -134,13 +135,17 @@ def main() -> None:
                 print(f"{launcher} #{i}: {times[launcher][-1]:.1f} s to the first step", flush=True)
         subprocess.run(["bash", CLUSTER, "stop"], cwd=REPO, check=True, capture_output=True, env=cluster_env)
         median = {k: statistics.median(v) for k, v in times.items()}
+        # Goals on the fastest of the repeats, both sides alike: the launch least disturbed by
+        # whatever else the machine ran (one slow horovodrun start would otherwise flatter
+        # the ratio); the medians are kept beside them.
+        best = {k: min(v) for k, v in times.items()}
         goals = [
-            goal("horovod.spark.run local[2] / horovodrun, seconds to first step", median["spark_local"] / median["horovodrun"], 2.0, higher_is_better=False),
-            goal("horovod.spark.run standalone / horovodrun, seconds to first step", median["spark_standalone"] / median["horovodrun"], 2.0, higher_is_better=False),
+            goal("horovod.spark.run local[2] / horovodrun, seconds to first step", best["spark_local"] / best["horovodrun"], 2.0, higher_is_better=False),
+            goal("horovod.spark.run standalone / horovodrun, seconds to first step", best["spark_standalone"] / best["horovodrun"], 2.0, higher_is_better=False),
             goal("TorchDistributor standalone / torchrun (DDP), seconds to first step",
-                 median["torchdistributor_standalone"] / median["torchrun"], 2.0, higher_is_better=False),
+                 best["torchdistributor_standalone"] / best["torchrun"], 2.0, higher_is_better=False),
         ]
-        path = merge_local(times, median, goals)
+        path = merge_local(times, median, best, goals)
         for g in goals:
             print(f"{g['name']}: {g['value']} (target <= {g['target']}, {'met' if g['met'] else 'NOT met'})")
         print(path)
