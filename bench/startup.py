@@ -89,7 +89,7 @@ def merge_local(times: dict, median: dict, best: dict, goals: list[dict]) -> Pat
     path = RESULTS / "startup.json"
     if path.exists():  # figures of the older layout (top level) go with the section they become
         old = json.loads(path.read_text())
-        for key in ("job", "seconds_to_first_step", "median_seconds"):
+        for key in ("job", "seconds_to_first_step", "median_seconds", "measured_at", "machine"):
             old.pop(key, None)
         path.write_text(json.dumps(old, indent=2) + "\n")
     return merge_section("startup", "local", {"job": "digits_cnn, 2 ranks, 1 epoch", "seconds_to_first_step": times,
