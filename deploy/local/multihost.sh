@@ -5,20 +5,22 @@
 # only the object store. The stand for everything "across nodes".
 #
 #   deploy/local/multihost.sh up          network + object store + Spark standalone + sshd
+#   deploy/local/multihost.sh slurm-up    add a Slurm cluster to a running rig (or RIG_SERVICES=... slurm)
+#   deploy/local/multihost.sh slurm-down  stop Slurm (every job step too) and munge, keep the rest
 #   deploy/local/multihost.sh down        stop every process in the rig's namespaces, delete them
 #   deploy/local/multihost.sh status      namespaces, routes and services
 #   deploy/local/multihost.sh exec NODE CMD...   run CMD on NODE (store, n1, n2, ...)
 #   deploy/local/multihost.sh addr NODE   print NODE's address
 #   deploy/local/multihost.sh kill NODE   SIGKILL every process on NODE (a lost host)
 #   deploy/local/multihost.sh stop NODE   stop every process on NODE (TERM, then KILL)
-#   deploy/local/multihost.sh start NODE store|spark-worker|sshd   start a service again
+#   deploy/local/multihost.sh start NODE store|spark-worker|sshd|munged|slurmd   start a service again
 #   deploy/local/multihost.sh env         print the variables a client on a node uses (no secrets)
 #
 # Settings (environment):
 #   RIG_NAME      namespace prefix and default state dir name   (default: pipeline-rig)
 #   RIG_DIR       state: node dirs, logs, pids, keys, configs   (default: /tmp/$RIG_NAME)
 #   RIG_NODES     compute nodes n1..nN                          (default: 3)
-#   RIG_SERVICES  what `up` starts: store spark ssh             (default: all three)
+#   RIG_SERVICES  what `up` starts: store spark ssh slurm       (default: store spark ssh)
 #   RIG_KEEP      1 keeps RIG_DIR (logs) after `down`
 #   PYTHON        the interpreter (and venv) every node uses    (default: .venv/bin/python)
 #
@@ -27,6 +29,11 @@
 # Services: SeaweedFS S3 on store:8333 (bucket "rig-data", generated credentials);
 # Spark master on n1:7077 (UI n1:8080), one 1-core worker per node, spark.authenticate
 # with a generated secret; sshd on every node (key-only, keys generated here).
+# Slurm (service "slurm", Debian's slurm-wlm + munge): munged on every node (as the munge
+# user, the shared key /etc/munge/munge.key), slurmctld on n1, slurmd on every node, one
+# slurm.conf ($RIG_DIR/slurm, seen as /etc/slurm on every node), partition "rig" of all
+# nodes, 1 CPU each. Client commands (sinfo, sbatch, scontrol) run inside a node:
+#   deploy/local/multihost.sh exec n1 sbatch -o /abs/path/%j.out ...
 # Nodes get the store's credentials and the Spark settings in their environment, as
 # cluster nodes get them from their instance role and spark-defaults.conf.
 set -euo pipefail
@@ -79,6 +86,7 @@ node_run() {
       mkdir -p "$WORK" /root/.ssh
       mount --bind "$RIG_DIR/nodes/$RIG_NODE" "$WORK"
       mount --bind "$RIG_DIR/ssh/client" /root/.ssh
+      [ ! -d /etc/slurm ] || [ ! -d "$RIG_DIR/slurm" ] || mount --bind "$RIG_DIR/slurm" /etc/slurm
       mount -t tmpfs -o ro,size=16k rig-hidden "$RIG_DIR/nodes"
       set -a
       . "$RIG_DIR/node.env"
@@ -132,7 +140,7 @@ network_up() {
 
 files_up() {
   local h
-  mkdir -p "$DIR"/{logs,pids,nodes,spark-conf,ssh/client}
+  mkdir -p "$DIR"/{logs,pids,nodes,spark-conf,ssh/client,slurm}
   chmod 700 "$DIR"
   { echo "127.0.0.1 localhost"; for h in $(hosts); do echo "$(addr "$h") $h"; done; } >"$DIR/hosts"
   for h in $(hosts); do mkdir -p "$DIR/nodes/$h"/{spark-work,spark-local,spark-events,weed}; done
@@ -267,6 +275,126 @@ EOF
   done
 }
 
+# Slurm. Every node's state, spool, logs and munge socket are under its private
+# /tmp/node-work, so the same paths in the one slurm.conf name each node's own.
+SLURM_WORK=$WORK/slurm
+MUNGE_SOCKET=$WORK/munge/munge.socket
+
+slurm_conf() {
+  local h mem
+  # RealMemory: a share of this machine's memory (slurmd refuses a node claiming more).
+  mem=$(($(awk '/^MemTotal:/ {print $2}' /proc/meminfo) / 1024 / (NODES + 1)))
+  cat <<EOF
+# The rig's Slurm cluster (written by deploy/local/multihost.sh; every node reads it as /etc/slurm).
+ClusterName=$NAME
+SlurmctldHost=n1($(addr n1))
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket=$MUNGE_SOCKET,cred_expire=10
+StateSaveLocation=$SLURM_WORK/state
+SlurmdSpoolDir=$SLURM_WORK/spool
+SlurmctldPidFile=$SLURM_WORK/slurmctld.pid
+SlurmdPidFile=$SLURM_WORK/slurmd.pid
+SlurmctldLogFile=$SLURM_WORK/slurmctld.log
+SlurmdLogFile=$SLURM_WORK/slurmd.log
+# No cgroups (ip netns exec remounts /sys) and no accounting daemon.
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+MpiDefault=none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+ReturnToService=2
+# A lost node is noticed within half a minute; finished jobs stay visible to scontrol for 10.
+SlurmdTimeout=30
+MinJobAge=600
+KillWait=10
+InactiveLimit=0
+EOF
+  for h in $(hosts | grep '^n'); do
+    echo "NodeName=$h NodeAddr=$(addr "$h") CPUs=1 RealMemory=$mem State=UNKNOWN"
+  done
+  echo "PartitionName=rig Nodes=$(hosts | grep '^n' | paste -sd, -) Default=YES MaxTime=INFINITE State=UP"
+}
+
+slurm_up() {
+  local h
+  if ! command -v slurmctld >/dev/null 2>&1 || ! command -v munged >/dev/null 2>&1; then
+    die "slurm-wlm and munge are missing; make setup installs them (apt-get install --no-install-recommends slurm-wlm munge)"
+  fi
+  [[ -r /etc/munge/munge.key ]] || die "/etc/munge/munge.key is missing; reinstall munge (its package creates the key)"
+  slurm_conf >"$DIR/slurm/slurm.conf"
+  # cgroup/v1 spelled out: autodetection fails under ip netns exec, which remounts /sys.
+  echo "CgroupPlugin=cgroup/v1" >"$DIR/slurm/cgroup.conf"
+  for h in $(hosts | grep '^n'); do start_munged "$h"; done
+  for h in $(hosts | grep '^n'); do wait_for 30 "munged on $h" node_run "$h" munge -n -S "$MUNGE_SOCKET"; done
+  mkdir -p "$DIR/nodes/n1/slurm/state"
+  start_service n1 slurmctld slurmctld -D -f /etc/slurm/slurm.conf
+  wait_for 30 "slurmctld on $(addr n1):6817" port_open_on n1 "$(addr n1)" 6817
+  for h in $(hosts | grep '^n'); do start_slurmd "$h"; done
+  wait_for 60 "$NODES Slurm nodes to be idle" slurm_nodes_idle "$NODES"
+}
+
+# munged runs as the munge user; its directory must be the munge user's, mode 0755.
+start_munged() {
+  install -d -o munge -g munge -m 0755 "$DIR/nodes/$1/munge"
+  start_service "$1" munged setpriv --reuid=munge --regid=munge --init-groups \
+    munged -F --socket="$MUNGE_SOCKET" --pid-file="$WORK/munge/munged.pid" --log-file="$WORK/munge/munged.log" \
+    --seed-file="$WORK/munge/munged.seed"
+}
+
+start_slurmd() {
+  mkdir -p "$DIR/nodes/$1/slurm/spool"
+  start_service "$1" slurmd slurmd -D -N "$1" -f /etc/slurm/slurm.conf
+}
+
+slurm_nodes_idle() {
+  [[ "$(node_run n1 sinfo -h -N -t idle -o %N | sort -u | wc -l)" -ge "$1" ]]
+}
+
+# slurm-down: every Slurm and munge process on every node, job steps (slurmstepd and what
+# it started) included: a killed slurmd leaves its slurmstepd running.
+slurm_down() {
+  local h pids pid sig
+  for h in $(hosts | grep '^n'); do
+    ip netns list | grep -q "^$(ns "$h")\b" || continue
+    for sig in TERM KILL; do
+      pids=$(slurm_pids "$h")
+      [[ -n "$pids" ]] || break
+      # shellcheck disable=SC2086
+      kill -s "$sig" $pids 2>/dev/null || true
+      for _ in $(seq 1 20); do [[ -z "$(slurm_pids "$h")" ]] && break; sleep 0.25; done
+    done
+  done
+  for pid in "$DIR"/pids/n*-{munged,slurmctld,slurmd}.pid; do
+    [[ -f "$pid" ]] || continue
+    kill -KILL "$(cat "$pid")" 2>/dev/null || true
+    rm -f "$pid"
+  done
+  rm -rf "$DIR"/nodes/n*/slurm "$DIR"/nodes/n*/munge
+  say "slurm-down: Slurm and munge stopped"
+}
+
+# NODE's Slurm and munge daemons, and every descendant of a slurmstepd (the job steps).
+slurm_pids() {
+  local p
+  for p in $(ip netns pids "$(ns "$1")" 2>/dev/null || true); do
+    case "$(cat "/proc/$p/comm" 2>/dev/null)" in
+      munged | slurmctld | slurmd) echo "$p" ;;
+      slurmstepd) echo "$p"; descendants "$p" ;;
+    esac
+  done | sort -u
+}
+
+descendants() {
+  local c
+  for c in $(pgrep -P "$1" 2>/dev/null); do echo "$c"; descendants "$c"; done
+}
+
 up() {
   require_root
   ip netns list | grep -q "^$(ns br)\b" && die "the rig $NAME is already up; run: $0 down"
@@ -281,7 +409,8 @@ up() {
       store) store_up ;;
       spark) spark_up ;;
       ssh) ssh_up ;;
-      *) die "unknown service '$s' in RIG_SERVICES (store spark ssh)" ;;
+      slurm) slurm_up ;;
+      *) die "unknown service '$s' in RIG_SERVICES (store spark ssh slurm)" ;;
     esac
   done
   trap - ERR
@@ -371,13 +500,25 @@ case "${1:-}" in
   stop) require_root; stop_node "${2:?usage: $0 stop NODE}" TERM KILL ;;
   start)  # start SERVICE on NODE again (after kill/stop)
     require_root
-    case "${3:?usage: $0 start NODE store|spark-worker|sshd}" in
+    case "${3:?usage: $0 start NODE store|spark-worker|sshd|munged|slurmd}" in
       store) start_weed ;;
       spark-worker) start_spark_worker "$2" ;;
       sshd) start_sshd "$2" ;;
-      *) die "unknown service '$3' (store, spark-worker, sshd)" ;;
+      munged) start_munged "$2" ;;
+      slurmd) start_slurmd "$2" ;;
+      *) die "unknown service '$3' (store, spark-worker, sshd, munged, slurmd)" ;;
     esac
     ;;
   env) client_env ;;
-  *) echo "usage: $0 up|down|status|exec NODE CMD...|addr NODE|env|kill NODE|stop NODE|start NODE SERVICE" >&2; exit 2 ;;
+  slurm-up)
+    require_root
+    ip netns list | grep -q "^$(ns br)\b" || die "the rig $NAME is down; run: $0 up"
+    [[ -z "$(slurm_pids n1)" ]] || die "Slurm is already up on $NAME; run: $0 slurm-down"
+    trap 'say "slurm start failed; stopping Slurm"; slurm_down >/dev/null 2>&1 || true' ERR
+    slurm_up
+    trap - ERR
+    say "slurm up: slurmctld on n1, slurmd on $(hosts | grep '^n' | paste -sd' ' -); partition rig"
+    ;;
+  slurm-down) require_root; slurm_down ;;
+  *) echo "usage: $0 up|down|status|exec NODE CMD...|addr NODE|env|kill NODE|stop NODE|start NODE SERVICE|slurm-up|slurm-down" >&2; exit 2 ;;
 esac

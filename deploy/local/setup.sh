@@ -54,9 +54,10 @@ check_java() {
 }
 
 # System packages the tests' multi-host rig needs: iproute2 (ip netns), util-linux
-# (unshare), openssh-server (horovodrun over ssh between the rig's hosts).
-SYSTEM_PACKAGES=(iproute2 util-linux openssh-server openssh-client)
-SYSTEM_COMMANDS=(ip unshare /usr/sbin/sshd ssh)
+# (unshare), openssh-server (horovodrun over ssh between the rig's hosts), slurm-wlm and
+# munge (the rig's Slurm cluster, deploy/local/multihost.sh slurm-up).
+SYSTEM_PACKAGES=(iproute2 util-linux openssh-server openssh-client slurm-wlm munge)
+SYSTEM_COMMANDS=(ip unshare /usr/sbin/sshd ssh slurmd munged)
 
 check_system_packages() {
     local missing=() i
