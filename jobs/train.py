@@ -10,6 +10,7 @@ Rank 0 prints the run directory as its last line. Bad input (config, data, locat
 checkpoints) ends the rank with one ``error:`` line, not a traceback.
 """
 import argparse
+import signal
 import sys
 
 from pipeline.cli import parse_with_overrides, with_one_line_errors
@@ -26,6 +27,9 @@ def main(argv: list[str]) -> int:
 
     def train() -> int:
         result = train_rank(load_config(args.config, args.overrides), resume=args.resume)
+        # The run is complete: a pre-emption warning from here to the exit must not end this
+        # rank with a signal (a scheduler would requeue a finished run).
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         if result["is_root"]:
             print(result["run_dir"])
         return 0

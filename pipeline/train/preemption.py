@@ -55,11 +55,11 @@ class PreemptionWatch:
         return self.check_steps > 0 and global_step % self.check_steps == 0
 
     def close(self) -> None:
-        """Give SIGUSR1 back; where its action was the default (end the process), ignore it
-        instead: a warning that comes after the last check (test pass, outputs, shutdown)
-        must not kill a rank whose run is complete."""
+        """Give SIGUSR1 its previous action back. (Not "ignored": that would be inherited by
+        every process this one starts later, and a shell started with SIGUSR1 ignored cannot
+        trap it -- a batch script's pre-emption trap would never fire.)"""
         if self._previous is not None:
-            signal.signal(PREEMPTION_SIGNAL, signal.SIG_IGN if self._previous == signal.SIG_DFL else self._previous)
+            signal.signal(PREEMPTION_SIGNAL, self._previous)
             self._previous = None
 
 

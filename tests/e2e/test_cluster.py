@@ -54,6 +54,14 @@ def get_json(port: str) -> dict:
     return json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/", timeout=5))
 
 
+def workers_json(env: dict) -> list[dict]:
+    """Each worker's own JSON, found through the master's list of workers (a worker whose
+    UI port was taken at start moves to the next one, so the port is read, not assumed)."""
+    workers = get_json(env["SPARK_MASTER_UI"])["workers"]
+    assert len(workers) == 2, workers
+    return [json.load(urllib.request.urlopen(f"{w['webuiaddress']}/json/", timeout=5)) for w in workers]
+
+
 def test_preprocess_train_and_score_on_a_standalone_cluster(cluster, tmp_path):
     url, env = cluster
     # The master comes from the cluster's spark-defaults.conf (SPARK_CONF_DIR), as on a real cluster.
@@ -67,8 +75,7 @@ def test_preprocess_train_and_score_on_a_standalone_cluster(cluster, tmp_path):
     events = [json.loads(line) for line in (Path(env["SPARK_CLUSTER_DIR"]) / "events" / app_id).read_text().splitlines()]
     executors = {e["Task Info"]["Executor ID"] for e in events if e["Event"] == "SparkListenerTaskEnd"}
     assert executors and "driver" not in executors, executors
-    for i in (1, 2):  # each worker ran an executor of the application
-        worker = get_json(str(int(env["SPARK_WORKER_UI"]) + i - 1))
+    for worker in workers_json(env):  # each worker ran an executor of the application
         assert app_id in {x["appid"] for x in worker["finishedexecutors"] + worker["executors"]}, worker
     out = run([*submit, "jobs/train_on_spark.py", "--config", str(DIGITS_CONF), "--np", "2", *data,
                f"run.root={tmp_path / 'runs'}", "run.name=cluster", "train.epochs=5"], env=env).stdout
@@ -93,8 +100,7 @@ def test_preprocess_train_and_score_on_a_standalone_cluster(cluster, tmp_path):
     events = [json.loads(line) for line in (Path(env["SPARK_CLUSTER_DIR"]) / "events" / ddp_id).read_text().splitlines()]
     executors = {e["Task Info"]["Executor ID"] for e in events if e["Event"] == "SparkListenerTaskEnd"}
     assert len(executors) == 2 and "driver" not in executors, executors  # the two ranks ran in two executors
-    for i in (1, 2):
-        worker = get_json(str(int(env["SPARK_WORKER_UI"]) + i - 1))
+    for worker in workers_json(env):
         assert ddp_id in {x["appid"] for x in worker["finishedexecutors"] + worker["executors"]}, worker
 
 
