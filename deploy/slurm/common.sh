@@ -48,7 +48,35 @@ run_launcher() {
     wait_for $! || status=$?
     # A run that finished anyway (the warning came after its last check) is not requeued.
     ((PREEMPTED && status != 0)) && requeue "$status"
+    ((status != 0)) && failed "$1" "$status"
     exit "$status"
+}
+
+# failed LAUNCHER STATUS: the job's last line, on stderr: why it failed and the resubmit that
+# resumes it. With SSH_PROBE=1 (train.sbatch: its ranks are reached over ssh) a node of the
+# allocation where nothing answers on the ssh port within 3 s is named as lost: whichever
+# process noticed the loss first (a rank, or horovodrun ending the others), the line says
+# the same. Needs SUBMITTED (the script and its arguments) and RUN_ARGS (plan_run).
+failed() {
+    local launcher status=$2 host lost=() resubmit
+    launcher=$(basename "$1")
+    if [[ "${SSH_PROBE:-0}" == 1 ]]; then
+        for host in $(scontrol show hostnames "$SLURM_JOB_NODELIST"); do
+            timeout 3 bash -c "exec 3<>/dev/tcp/$host/${SSH_PORT:-22}" 2>/dev/null || lost+=("$host")
+        done
+    fi
+    local again=() arg
+    for arg in "${SUBMITTED[@]}"; do  # the run's name and --resume come from this job's plan
+        [[ "$arg" == run.name=* || "$arg" == --resume ]] || again+=("$arg")
+    done
+    resubmit="$(printf '%q ' "${again[@]}" "${RUN_ARGS[0]}")--resume"
+    if ((${#lost[@]})); then
+        local left=$((SLURM_JOB_NUM_NODES - ${#lost[@]})) names
+        names=$(IFS=,; echo "${lost[*]}")
+        echo "error: node(s) $names lost during job $SLURM_JOB_ID (nothing answers on their ssh port; $launcher exited with status $status); resume from the run's last checkpoint on the other nodes: sbatch --exclude=$names --nodes=$((left > 0 ? left : 1)) $resubmit" >&2
+    else
+        echo "error: job $SLURM_JOB_ID failed: $launcher exited with status $status (a rank's own error, or Slurm's node-failure message, is above); once that is fixed, resume from the run's last checkpoint: sbatch $resubmit" >&2
+    fi
 }
 
 # wait_for PID: its exit status. `wait` returns early (status > 128) when the USR1 trap

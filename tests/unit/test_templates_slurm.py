@@ -44,6 +44,7 @@ exec "$@"
 """
 HOROVODRUN = """#!/bin/sh
 printf '%s\\n' "$@" > "$FAKE_OUT/horovodrun.argv"
+exit "${FAKE_STATUS:-0}"
 """
 # A training rank as the trainer's contract has it: on SIGUSR1, every rank agrees (here: waits
 # for the others' marks), one checkpoint is saved, and each rank prints `preempted:` and exits 75.
@@ -120,6 +121,40 @@ def test_horovod_script_builds_hosts_from_the_allocation(tmp_path):
     assert argv[:5] == ["-np", "4", "-H", "node1:2,node2:2", "--gloo"]
     assert argv[5:8] == [sys.executable, "jobs/train.py", "--config"] and "--resume" not in argv
     assert argv[-2:] == ["train.epochs=3", f"run.name={NAME}"]
+
+
+def _listening() -> socket.socket:
+    """A port where something answers, as sshd would on a node that is up."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    return server
+
+
+def test_a_failed_horovod_job_ends_with_one_line_naming_the_lost_node_and_the_resubmit(tmp_path):
+    alloc = Allocation(tmp_path, nodes="127.0.0.1,lost-node.invalid")
+    with _listening() as sshd:
+        port = str(sshd.getsockname()[1])
+        proc = alloc.sbatch(TRAIN, "train.epochs=3", FAKE_STATUS="1", SSH_PORT=port)
+    assert proc.returncode == 1
+    assert alloc.horovodrun_argv()[:7] == ["-np", "4", "-H", "127.0.0.1:2,lost-node.invalid:2", "--ssh-port", port, "--gloo"]
+    *_, last = proc.stderr.splitlines()
+    assert last == (f"error: node(s) lost-node.invalid lost during job {JOB} (nothing answers on their ssh port; horovodrun "
+                    "exited with status 1); resume from the run's last checkpoint on the other nodes: sbatch "
+                    f"--exclude=lost-node.invalid --nodes=1 deploy/slurm/train.sbatch {DIGITS_CONF} train.epochs=3 "
+                    f"run.name={NAME} --resume"), proc.stderr
+    assert [line for line in proc.stderr.splitlines() if line.startswith("error: ")] == [last]
+
+
+def test_a_failed_job_with_every_node_up_points_at_the_ranks_error(tmp_path):
+    alloc = Allocation(tmp_path, nodes="127.0.0.1")
+    with _listening() as sshd:
+        proc = alloc.sbatch(TRAIN, "run.name=mine", FAKE_STATUS="3", SSH_PORT=str(sshd.getsockname()[1]))
+    assert proc.returncode == 3
+    assert proc.stderr.splitlines()[-1] == (
+        f"error: job {JOB} failed: horovodrun exited with status 3 (a rank's own error, or Slurm's node-failure message, is "
+        f"above); once that is fixed, resume from the run's last checkpoint: sbatch deploy/slurm/train.sbatch {DIGITS_CONF} "
+        "run.name=mine --resume")
 
 
 def _checkpoint(run_dir: Path) -> None:
