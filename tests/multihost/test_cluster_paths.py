@@ -54,6 +54,27 @@ def test_train_on_spark_puts_one_rank_on_each_host(rig, prepared, np):
     assert "model.pt" in rig.keys(run_dir) and any(k.startswith("checkpoints/step-") for k in rig.keys(run_dir))
 
 
+def test_ddp_inside_spark_with_torch_distributor_runs_one_rank_per_host(rig, prepared):
+    """dist.engine=torch under spark-submit: TorchDistributor (local_mode=False) starts each
+    DDP rank in a barrier task on a worker; the event log shows where those tasks ran."""
+    version, _ = prepared
+    before = {a["id"] for a in rig.master_json()["completedapps"]}
+    proc = rig.run("n1", *spark_submit("jobs/train_on_spark.py", "--config", str(DIGITS_CONF), "--np", "2", *DATA,
+                                       f"run.root={RUNS}", "run.name=torch-spark", "train.epochs=2", "dist.engine=torch",
+                                       f"data.version={version.rsplit('/', 1)[1]}"))
+    assert last_line(proc) == f"{RUNS}/torch-spark"
+    (app,) = [a for a in rig.master_json()["completedapps"] if a["id"] not in before]
+    assert app["name"] == "train:digits_cnn" and app["state"] == "FINISHED", app
+    tasks = task_executors(rig.event_log(app["id"]))
+    addresses = {rig.addr(n): n for n in rig.nodes}
+    assert len(tasks) == 2 and "driver" not in {e for e, _ in tasks} and {h for _, h in tasks} <= set(addresses), tasks
+    report = rig.read_json(f"{RUNS}/torch-spark/report.json")
+    assert report["world_size"] == 2 and report["engine"] == "torch" and report["dataset_version"] == version
+    # The ranks ran in those tasks: one per host, on the hosts Spark put the tasks on.
+    assert sorted(report["hosts"]) == sorted(addresses[h] for _, h in tasks) and len(set(report["hosts"])) == 2, (report["hosts"], tasks)
+    assert report["test_accuracy"] >= 0.8
+
+
 def test_ddp_with_one_torchrun_per_host(rig, prepared):
     version, _ = prepared
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
