@@ -8,12 +8,12 @@ the DDP engine, torchrun against TorchDistributor on the same standalone cluster
 
 ``--multihost`` measures, on the multi-host rig (root), one rank on each of 2 hosts, data
 and run on the rig's object store: horovodrun over ssh (``train --hosts``), horovod.spark.run
-on the rig's Spark standalone cluster, and one torchrun per host (c10d rendezvous). It
-updates only the ``multihost`` section of startup.json.
+on the rig's Spark standalone cluster, and one torchrun per host (c10d rendezvous) against
+TorchDistributor on that cluster. It updates only the ``multihost`` section of startup.json.
 
 The first step's wall-clock time comes from the run's report (``first_step_at``, rank 0).
-Goal: Spark-launched <= 2x horovodrun (on one machine: the fastest of the repeats on each
-side). Writes bench/results/startup.json.
+Goal: Spark-launched <= 2x horovodrun, TorchDistributor <= 2x torchrun (the fastest of the
+repeats on each side). Writes bench/results/startup.json.
 """
 from __future__ import annotations
 
@@ -58,14 +58,16 @@ def across_hosts(repeats: int) -> None:
         version = prepare_on_cluster(rig, DIGITS_CONF, root, f"data.source.path={DIGITS_CSV}")
         job = ["--config", DIGITS_CONF, f"data.root={root}", f"data.source.path={DIGITS_CSV}", f"run.root={runs}",
                "train.epochs=1", f"data.version={version.rsplit('/', 1)[1]}"]
-        times: dict[str, list[float]] = {"horovodrun_ssh": [], "spark_standalone": [], "torchrun": []}
+        times: dict[str, list[float]] = {"horovodrun_ssh": [], "spark_standalone": [], "torchrun": [],
+                                         "torchdistributor_standalone": []}
         for i in range(repeats):
             for launcher in times:
                 name = f"{launcher}-{i}"
                 if launcher == "horovodrun_ssh":
                     launches = [("n1", python("-m", "pipeline", "train", "--np", "2", "--hosts", "n1:1,n2:1", *job, f"run.name={name}"))]
-                elif launcher == "spark_standalone":
-                    launches = [("n1", list(spark_submit("jobs/train_on_spark.py", "--np", "2", *job, f"run.name={name}")))]
+                elif launcher in ("spark_standalone", "torchdistributor_standalone"):
+                    engine = ["dist.engine=torch"] if launcher == "torchdistributor_standalone" else []
+                    launches = [("n1", list(spark_submit("jobs/train_on_spark.py", "--np", "2", *job, f"run.name={name}", *engine)))]
                 else:
                     torchrun = python("-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
                                       "--rdzv-endpoint", f"{rig.addr('n1')}:29400", "--rdzv-id", name, "jobs/train.py", *job,
@@ -74,11 +76,17 @@ def across_hosts(repeats: int) -> None:
                 times[launcher].append(seconds_to_first_step(rig, launches, f"{runs}/{name}"))
                 print(f"across hosts: {launcher} #{i}: {times[launcher][-1]:.1f} s to the first step", flush=True)
     median = {k: statistics.median(v) for k, v in times.items()}
+    best = {k: min(v) for k, v in times.items()}  # as in the local section: one slow start flatters neither side
     goals = [goal("across 2 hosts: horovod.spark.run standalone / horovodrun over ssh, seconds to first step",
-                  median["spark_standalone"] / median["horovodrun_ssh"], 2.0, higher_is_better=False)]
+                  best["spark_standalone"] / best["horovodrun_ssh"], 2.0, higher_is_better=False),
+             goal("across 2 hosts: TorchDistributor standalone / torchrun per host (DDP), seconds to first step",
+                  best["torchdistributor_standalone"] / best["torchrun"], 2.0, higher_is_better=False)]
     path = merge_section("startup", "multihost", {"job": "digits_cnn, 2 ranks on 2 hosts of the rig, 1 epoch, data on S3",
-                                                   "seconds_to_first_step": times, "median_seconds": median}, goals)
-    print(f"{goals[0]['name']}: {goals[0]['value']} ({'met' if goals[0]['met'] else 'NOT met'}); wrote {path}")
+                                                   "seconds_to_first_step": times, "median_seconds": median,
+                                                   "best_seconds": best}, goals)
+    for g in goals:
+        print(f"{g['name']}: {g['value']} ({'met' if g['met'] else 'NOT met'})")
+    print(f"wrote {path}")
 
 
 def merge_local(times: dict, median: dict, best: dict, goals: list[dict]) -> Path:
