@@ -150,7 +150,12 @@ class Collective:
         return [obj]
 
     def allreduce_sum(self, values: torch.Tensor, name: str) -> torch.Tensor:
-        """Element-wise sum of ``values`` over ranks (float64 in, float64 out)."""
+        """Element-wise sum of ``values`` over ranks (float64 in, float64 out).
+
+        ``name`` names the collective, not the call: reuse it for the same collective at
+        every step (Horovod negotiates a name it has not seen in full, a cached one in a
+        bit; measured on its timeline: median 151 us vs 12 us), and give collectives
+        that can be in flight together different names."""
         return values.clone()
 
     def synchronize_batch_norm(self, model: torch.nn.Module) -> torch.nn.Module:

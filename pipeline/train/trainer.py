@@ -313,7 +313,7 @@ class Trainer:
         """Whether any rank got the pre-emption warning (collective; see
         :mod:`pipeline.train.preemption`)."""
         flag = torch.tensor([float(self.preemption.requested)], dtype=torch.float64)
-        warned = int(self.coll.allreduce_sum(flag, name=f"train.preemption.{where}.{st.global_step}").item())  # collective
+        warned = int(self.coll.allreduce_sum(flag, name=f"train.preemption.{where}").item())  # collective
         if warned and self.coll.is_root:
             log.warning("pre-emption warning (SIGUSR1) on %d of %d ranks: saving a checkpoint at global step %d and stopping",
                         warned, self.coll.size, st.global_step)
@@ -341,7 +341,7 @@ class Trainer:
             # go non-finite (bad rows: the scale is not to blame), or only the gradients
             # (an fp16 overflow at this scale: the scaler skips the step and halves it)?
             flag = torch.tensor([float(self._nonfinite_loss)], dtype=torch.float64)
-            bad_rows = self.coll.allreduce_sum(flag, name=f"train.nonfinite_loss.{st.global_step}")[0].item() > 0  # collective
+            bad_rows = self.coll.allreduce_sum(flag, name="train.nonfinite_loss")[0].item() > 0  # collective
             if not bad_rows and not self._scaler_gave_up():
                 st.overflow_steps = st.overflow_steps + 1
                 return False
@@ -368,7 +368,7 @@ class Trainer:
         now = time.perf_counter()
         times = [now - clock["start"], clock["waited"], clock["stepping"]]
         values = torch.cat([local, torch.tensor(times, dtype=torch.float64)])
-        total = self.coll.allreduce_sum(values, name=f"train.fold.{st.global_step}")  # collective
+        total = self.coll.allreduce_sum(values, name="train.fold")  # collective
         st.sums = [a + b for a, b in zip(st.sums, total[:3].tolist())]
         st.seconds += total[3].item() / self.coll.size
         st.waited += total[4].item() / self.coll.size
