@@ -18,6 +18,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from pipeline import storage
 from pipeline.config.data import DataConfig
 from pipeline.config.distributed import DistConfig
 from pipeline.config.model import ModelConfig
@@ -221,7 +222,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError("run.tracking_uri holds credentials (user:password@host): they would be copied into configs, "
                           "checkpoints, MLflow params and logs; set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
                           "(or MLFLOW_TRACKING_TOKEN) in the environment instead")
-    if cfg.run.tracking == "mlflow" and cfg.run.tracking_uri is None and "://" in cfg.run.root:
+    if cfg.run.tracking == "mlflow" and cfg.run.tracking_uri is None and not storage.is_local(cfg.run.root):
         raise ConfigError(f"run.tracking=mlflow with run.root={cfg.run.root}: the default store is a local SQLite file beside "
                           "the runs; set run.tracking_uri (an MLflow server, e.g. http://mlflow:5000, or sqlite:////abs/path/mlflow.db)")
     if cfg.dist.elastic and cfg.dist.engine != "horovod":

@@ -19,6 +19,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline import storage
 from pipeline.config import INLINE_PREFIX, inline_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -165,7 +166,7 @@ def _refuse_relative_locations(job: str, config_path: str, overrides: list[str])
 def _refuse_relative(what: str, value: str, fix: str) -> None:
     from pipeline.config import ConfigError
 
-    if "://" not in value and not Path(value).is_absolute():
+    if not storage.scheme(value) and not Path(value).is_absolute():
         shown = f"{what}{value}" if what.endswith("=") else f"{what} {value}"
         raise ConfigError(f"{shown} is relative: in cluster deploy mode the driver runs on a cluster machine, where it would "
                           f"name another directory; pass {fix} (hdfs://, s3://) or an absolute path every node sees")

@@ -36,7 +36,7 @@ _INSTALL = "pip install 'mlflow-skinny>=3.5' sqlalchemy alembic (or the project'
 
 def default_tracking_uri(run_root: str) -> tuple[str, str]:
     """The local store beside the runs: (tracking URI, artifact location)."""
-    root = Path(storage.absolute(run_root))
+    root = Path(storage.resolve(storage.absolute(run_root))[1])  # a plain path or a file:// URI
     return f"sqlite:///{root / 'mlflow.db'}", (root / "mlartifacts").as_uri()
 
 

@@ -69,6 +69,8 @@ def test_cluster_deploy_mode_ships_the_config_inline():
     # A relative location would name a directory of the driver's container: refused, naming the key.
     with pytest.raises(ConfigError, match=r"^data.root=data is relative: .*pass data.root=<URI>"):
         spark_submit_argv("preprocess", ["--config", conf, *shared[1:]], SubmitOptions(master="yarn"))
+    with pytest.raises(ConfigError, match=r"^data.root=data/s3://x is relative"):  # a scheme starts the location
+        spark_submit_argv("preprocess", ["--config", conf, *shared[1:], "data.root=data/s3://x"], SubmitOptions(master="yarn"))
     with pytest.raises(ConfigError, match=r"^--output scores is relative"):
         spark_submit_argv("score", ["--config", conf, "--model", "/shared/m.pt", "--input", "hdfs:///in", "--output", "scores"],
                           SubmitOptions(master="yarn"))

@@ -84,6 +84,14 @@ def test_tracking_on_an_object_store_root_needs_a_uri(root):
     load_config(DIGITS_CONF, ["run.tracking=mlflow", f"run.root={root}", "run.tracking_uri=http://127.0.0.1:5000"])
 
 
+def test_a_file_uri_root_keeps_the_default_store_beside_the_runs(tmp_path):
+    from pipeline.train.tracking import default_tracking_uri
+
+    cfg = load_config(DIGITS_CONF, ["run.tracking=mlflow", f"run.root={tmp_path.as_uri()}"])  # local: no URI needed
+    assert default_tracking_uri(cfg.run.root) == (f"sqlite:///{tmp_path}/mlflow.db", (tmp_path / "mlartifacts").as_uri())
+    assert default_tracking_uri(str(tmp_path)) == default_tracking_uri(cfg.run.root)
+
+
 def test_credentials_in_the_tracking_uri_are_refused():
     from pipeline.config import ConfigError
 
