@@ -25,6 +25,12 @@ the CNN with 2 ranks on 2 hosts vs 2 ranks on 1 host (horovodrun over ssh, 1 thr
 rank, data on the rig's S3; goal >= 0.9), and the 64 MB all-reduce bus bandwidth between
 two hosts vs a plain TCP stream between the same two namespaces over the same veth
 (goal >= 0.5).
+
+    .venv/bin/python bench/train.py --timeline [--epochs 3]
+
+updates only the ``horovod_timeline`` section: where a Horovod step's time goes, from
+Horovod's timeline (negotiation, Gloo all-reduce per step; see bench/timeline.py), beside
+a DDP run of the same job.
 """
 from __future__ import annotations
 
@@ -183,14 +189,42 @@ def across_hosts(epochs: int, repeats: int) -> None:
     print(path)
 
 
+def timeline(epochs: int) -> None:
+    """The ``horovod_timeline`` section: per model, one Horovod run with its timeline on and
+    one DDP run of the same job; the timeline's per-step time in negotiation and in the
+    Gloo all-reduce beside both runs' step and optimizer-step times. No goal: it shows why
+    the Horovod vs DDP goal is or is not met. (Writing the timeline costs Horovod a little.)"""
+    from bench.timeline import summarize
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-timeline-"))
+    try:
+        versions, figures = prepare_datasets(tmp / "data"), {"epochs": epochs}
+        for model in CASES:
+            trace = tmp / f"{model}-timeline.json"
+            horovod = train("horovod", model, versions[model], tmp / "runs", f"{model}-horovod", epochs, {"HOROVOD_TIMELINE": str(trace)})
+            ddp = train("torch", model, versions[model], tmp / "runs", f"{model}-ddp", epochs)
+            figures[model] = {"horovod": horovod, "ddp": ddp, "timeline": summarize(trace)}
+            acts = figures[model]["timeline"]["activities"]
+            print(f"{model}: step {horovod['step_ms']:.2f} ms (DDP {ddp['step_ms']:.2f}), optimizer step {horovod['optimizer_step_ms']:.2f} "
+                  f"ms (DDP {ddp['optimizer_step_ms']:.2f}); per step: negotiation {acts['NEGOTIATE_ALLREDUCE']['ms_per_step']} ms, "
+                  f"Gloo all-reduce {acts['GLOO_ALLREDUCE']['ms_per_step']} ms", flush=True)
+        print(merge_section("train", "horovod_timeline", figures, []))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--multihost", action="store_true", help="measure across hosts of the rig (root); keep the rest")
+    parser.add_argument("--timeline", action="store_true", help="only the horovod_timeline section: where a Horovod step's "
+                        "time goes (Horovod's timeline) beside a DDP run of the same job; keep the rest")
     args = parser.parse_args()
     if args.multihost:
         return across_hosts(args.epochs, args.repeats)
+    if args.timeline:
+        return timeline(args.epochs)
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
     try:
         versions = prepare_datasets(tmp / "data")
