@@ -13,6 +13,7 @@ import math
 import socket
 import time
 from dataclasses import asdict, dataclass
+import psutil
 import torch
 import torch.nn.functional as F
 
@@ -545,4 +546,6 @@ class Trainer:
             "skipped_nonfinite_batches": st.skipped,
             # wall clock (unix seconds) when this process finished its first step: launch overhead
             "first_step_at": self.first_step_at,
+            # ... and when it started: before it, the launcher's share; after it, the rank's own
+            "process_started_at": psutil.Process().create_time(),
         }
