@@ -15,6 +15,9 @@
    it alone with ``--only-store`` (the other sections keep their figures and dates).
 5. Integrity: rows/s with every data page's checksum verified (the default) vs without,
    same shards (goal: at most 5% slower). Alone: ``--only-checksums``.
+6. Where the time goes (``--only-profile``, no goal): one epoch read inline under cProfile,
+   its functions' own time by part (decode, shuffle gather, epoch plan, batching), beside
+   the raw pyarrow decode of the same files. ``--only-throughput`` re-measures 1 and 2 alone.
 
 Datasets are made by the prepare job (synthetic generators) in a temporary directory.
 Writes bench/results/reader.json.
@@ -248,6 +251,89 @@ def remeasure_store(tabular_rows: int) -> None:
           f"({figures['ratio']:.2f}x); cached {figures['cached_ratio']:.2f}x; wrote {path}")
 
 
+# Where a function's own time goes, by the part of the reader it belongs to.
+_PARTS = (("decode (pyarrow read_row_group)", ("read_row_group",)),
+          ("shuffle gather (take, concat)", ("ragged.py",)),
+          ("epoch plan (assign)", ("assign.py",)),
+          ("batching and collate", ("reader.py", "from_numpy", "'long'", "ascontiguousarray")))
+
+
+def profile_epoch(version_dir: str, manifest: dict) -> dict:
+    """One epoch read inline (prefetch=0, so one thread does all the work) under cProfile,
+    beside the raw pyarrow decode of the same files: where the reader's time goes."""
+    import cProfile
+    import pstats
+
+    raw = statistics.median(1 / raw_pyarrow_rows_per_sec(version_dir, manifest) for _ in range(3))
+    reader_rows_per_sec(version_dir, prefetch=0)  # warm
+    profiler = cProfile.Profile()
+    profiler.enable()
+    rows_per_sec = reader_rows_per_sec(version_dir, prefetch=0)
+    profiler.disable()
+    stats = pstats.Stats(profiler).stats
+    total = sum(tt for _, _, tt, _, _ in stats.values())
+    functions = sorted(((f"{Path(file).name}:{line}({name})", tt) for (file, line, name), (_, _, tt, _, _) in stats.items()),
+                       key=lambda item: -item[1])
+    parts = {label: 0.0 for label, _ in _PARTS} | {"other": 0.0}
+    for where, tt in functions:
+        label = next((label for label, keys in _PARTS if any(k in where for k in keys)), "other")
+        parts[label] += tt
+    rows = manifest["splits"]["train"]["rows"]
+    return {"rows": rows, "raw_pyarrow_seconds_per_row": raw, "reader_inline_rows_per_sec": rows_per_sec,
+            "profiled_seconds": total, "raw_pyarrow_seconds": raw * rows,
+            "parts_seconds": {k: round(v, 4) for k, v in parts.items()},
+            "top_functions": [{"function": f, "seconds": round(tt, 4), "share": round(tt / total, 3)} for f, tt in functions[:12]]}
+
+
+def remeasure_profile(tabular_rows: int, image_rows: int) -> None:
+    work = Path(tempfile.mkdtemp(prefix="bench-reader-"))
+    try:
+        data = prepare_datasets(work, tabular_rows, image_rows, [])
+        figures = {}
+        for name in ("tabular", "images"):
+            version_dir = data[name][0]
+            figures[name] = profile_epoch(version_dir, ShardReader(version_dir, "train", 0, 1, BATCH).manifest)
+            f = figures[name]
+            print(f"{name}: {f['profiled_seconds']:.3f} s profiled (raw pyarrow {f['raw_pyarrow_seconds']:.3f} s): "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in f["parts_seconds"].items()), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"wrote {merge_section('reader', 'profile', figures, [])}")
+
+
+def throughput_and_stall(data: dict, steps: int) -> tuple[dict, dict]:
+    """Sections 1 and 2 for the tabular and image datasets."""
+    throughput, stalls = {}, {}
+    for name in ("tabular", "images"):
+        version_dir, cfg = data[name]
+        manifest = ShardReader(version_dir, "train", 0, 1, BATCH).manifest
+        raw, ours = median_of_alternating(lambda: raw_pyarrow_rows_per_sec(version_dir, manifest), lambda: reader_rows_per_sec(version_dir))
+        throughput[name] = {"raw_pyarrow_rows_per_sec": raw, "reader_rows_per_sec": ours, "ratio": ours / raw}
+        stalls[name] = stall(version_dir, cfg, steps)
+        print(f"{name}: reader {ours:,.0f} rows/s vs raw pyarrow {raw:,.0f} ({ours / raw:.2f}x); "
+              f"training from reader {stalls[name]['ratio']:.3f}x in-memory", flush=True)
+    return throughput, stalls
+
+
+def throughput_goals(throughput: dict) -> list[dict]:
+    return [goal(f"reader vs raw pyarrow rows/s ({n})", throughput[n]["ratio"], 0.8) for n in throughput]
+
+
+def stall_goals(stalls: dict) -> list[dict]:
+    return [goal(f"training steps/s from reader vs in memory ({n})", stalls[n]["ratio"], 0.95) for n in stalls]
+
+
+def remeasure_throughput(tabular_rows: int, image_rows: int, steps: int) -> None:
+    torch.set_num_threads(psutil.cpu_count(logical=False) or 1)
+    work = Path(tempfile.mkdtemp(prefix="bench-reader-"))
+    try:
+        throughput, stalls = throughput_and_stall(prepare_datasets(work, tabular_rows, image_rows, []), steps)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    merge_section("reader", "throughput", throughput, throughput_goals(throughput))
+    print(f"wrote {merge_section('reader', 'input_stall', stalls, stall_goals(stalls))}")
+
+
 def earlier_memory_runs() -> list[dict]:
     """Every earlier run's memory figures (the one being replaced last): kept, never overwritten."""
     path = RESULTS / "reader.json"
@@ -264,7 +350,14 @@ def main() -> None:
     parser.add_argument("--only-memory", action="store_true", help="re-measure memory only; keep the other figures in reader.json")
     parser.add_argument("--only-store", action="store_true", help="re-measure S3 vs local only; keep the other figures in reader.json")
     parser.add_argument("--only-checksums", action="store_true", help="re-measure the page-checksum cost only")
+    parser.add_argument("--only-profile", action="store_true", help="profile one epoch (where the reader's time goes) only")
+    parser.add_argument("--only-throughput", action="store_true", help="re-measure sections 1 and 2 only (reader vs raw "
+                        "pyarrow, training from the reader vs in memory)")
     args = parser.parse_args()
+    if args.only_profile:
+        return remeasure_profile(args.tabular_rows, args.image_rows)
+    if args.only_throughput:
+        return remeasure_throughput(args.tabular_rows, args.image_rows, args.steps)
     if args.only_checksums:
         return remeasure_checksums(args.tabular_rows, args.image_rows)
     if args.only_memory:
@@ -275,15 +368,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-reader-"))
     try:
         data = prepare_datasets(work, args.tabular_rows, args.image_rows, args.memory_rows)
-        throughput, stalls = {}, {}
-        for name in ("tabular", "images"):
-            version_dir, cfg = data[name]
-            manifest = ShardReader(version_dir, "train", 0, 1, BATCH).manifest
-            raw, ours = median_of_alternating(lambda: raw_pyarrow_rows_per_sec(version_dir, manifest), lambda: reader_rows_per_sec(version_dir))
-            throughput[name] = {"raw_pyarrow_rows_per_sec": raw, "reader_rows_per_sec": ours, "ratio": ours / raw}
-            stalls[name] = stall(version_dir, cfg, args.steps)
-            print(f"{name}: reader {ours:,.0f} rows/s vs raw pyarrow {raw:,.0f} ({ours / raw:.2f}x); "
-                  f"training from reader {stalls[name]['ratio']:.3f}x in-memory", flush=True)
+        throughput, stalls = throughput_and_stall(data, args.steps)
         checksums = checksum_cost({k: data[k] for k in ("tabular", "images")})
         store = store_throughput(data["tabular"][0], work)
         print(f"store: reader over S3 {store['ratio']:.2f}x local disk", flush=True)
@@ -291,8 +376,7 @@ def main() -> None:
         print(f"memory growth: {small['growth_mb']:.0f} MB at {small['rows']:,} rows, {large['growth_mb']:.0f} MB at {large['rows']:,}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    goals = [goal(f"reader vs raw pyarrow rows/s ({n})", throughput[n]["ratio"], 0.8) for n in throughput]
-    goals += [goal(f"training steps/s from reader vs in memory ({n})", stalls[n]["ratio"], 0.95) for n in stalls]
+    goals = throughput_goals(throughput) + stall_goals(stalls)
     goals.append(memory_goal(small, large))
     stamp = provenance()
     path = write_result("reader", {"batch_size": BATCH, "throughput": {**throughput, "provenance": stamp},

@@ -66,3 +66,22 @@ def slice_rows(column, start: int, stop: int):
 
 def concat(parts: list):
     return Ragged.concat(parts) if isinstance(parts[0], Ragged) else np.concatenate(parts)
+
+
+def take_across(parts: list, part_of_row: np.ndarray, offsets: np.ndarray):
+    """Rows from several parts (decoded row groups): row i is ``parts[part_of_row[i]][offsets[i]]``.
+
+    Plain arrays are gathered from each part straight into the result, never concatenating
+    the parts first (which copied every row of every part the chunk touched, to then keep
+    about half of them); ragged columns are concatenated, then taken.
+    """
+    if isinstance(parts[0], Ragged):
+        bases = np.concatenate([[0], np.cumsum([len(p) for p in parts])])
+        return Ragged.concat(parts).take(bases[part_of_row] + offsets)
+    first = parts[0]
+    out = np.empty((len(offsets), *first.shape[1:]), dtype=first.dtype)
+    for k, part in enumerate(parts):
+        rows = np.flatnonzero(part_of_row == k)
+        if len(rows):
+            out[rows] = part[offsets[rows]]
+    return out

@@ -17,7 +17,7 @@ from pipeline import storage
 from pipeline.data import assign
 from pipeline.data.cache import ShardCache
 from pipeline.data.groups import REBUILD, GroupFetcher, ShardError
-from pipeline.data.ragged import Ragged, concat, slice_rows, take
+from pipeline.data.ragged import Ragged, concat, slice_rows, take, take_across
 from pipeline.manifest import read_manifest
 from pipeline.schema import LABEL_COLUMN, ROW_ID_COLUMN, check_shard_schema, feature_columns, length_column
 
@@ -240,10 +240,8 @@ class ShardReader(torch.utils.data.IterableDataset):
                 if len(needed) == 1:
                     yield {k: take(v, offsets) for k, v in decoded[needed[0]].items()}
                     continue
-                bases = np.concatenate([[0], np.cumsum([len(decoded[g][LABEL_COLUMN]) for g in needed])])
-                index = bases[gi - needed[0]] + offsets
-                merged = {k: concat([decoded[g][k] for g in needed]) for k in decoded[needed[0]]}
-                yield {k: take(v, index) for k, v in merged.items()}
+                part = gi - needed[0]
+                yield {k: take_across([decoded[g][k] for g in needed], part, offsets) for k in decoded[needed[0]]}
         finally:
             fetcher.close()
 
