@@ -68,20 +68,27 @@ def concat(parts: list):
     return Ragged.concat(parts) if isinstance(parts[0], Ragged) else np.concatenate(parts)
 
 
-def take_across(parts: list, part_of_row: np.ndarray, offsets: np.ndarray):
+def take_across(parts: list, part_of_row: np.ndarray, offsets: np.ndarray, by_part: list | None = None):
     """Rows from several parts (decoded row groups): row i is ``parts[part_of_row[i]][offsets[i]]``.
 
     Plain arrays are gathered from each part straight into the result, never concatenating
     the parts first (which copied every row of every part the chunk touched, to then keep
-    about half of them); ragged columns are concatenated, then taken.
+    about half of them); ragged columns are concatenated, then taken. ``by_part`` (from
+    :func:`rows_by_part`) saves recomputing which rows come from which part per column.
     """
     if isinstance(parts[0], Ragged):
         bases = np.concatenate([[0], np.cumsum([len(p) for p in parts])])
         return Ragged.concat(parts).take(bases[part_of_row] + offsets)
     first = parts[0]
     out = np.empty((len(offsets), *first.shape[1:]), dtype=first.dtype)
-    for k, part in enumerate(parts):
-        rows = np.flatnonzero(part_of_row == k)
+    for part, (rows, picked) in zip(parts, by_part or rows_by_part(part_of_row, offsets, len(parts))):
         if len(rows):
-            out[rows] = part[offsets[rows]]
+            out[rows] = part[picked]
     return out
+
+
+def rows_by_part(part_of_row: np.ndarray, offsets: np.ndarray, parts: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per part: the result rows it fills and the offsets of those rows in it."""
+    order = np.argsort(part_of_row, kind="stable")
+    bounds = np.searchsorted(part_of_row[order], np.arange(parts + 1))
+    return [(order[a:b], offsets[order[a:b]]) for a, b in zip(bounds[:-1], bounds[1:])]

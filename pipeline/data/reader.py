@@ -17,7 +17,7 @@ from pipeline import storage
 from pipeline.data import assign
 from pipeline.data.cache import ShardCache
 from pipeline.data.groups import REBUILD, GroupFetcher, ShardError
-from pipeline.data.ragged import Ragged, concat, slice_rows, take, take_across
+from pipeline.data.ragged import Ragged, concat, rows_by_part, slice_rows, take, take_across
 from pipeline.manifest import read_manifest
 from pipeline.schema import LABEL_COLUMN, ROW_ID_COLUMN, check_shard_schema, feature_columns, length_column
 
@@ -241,7 +241,8 @@ class ShardReader(torch.utils.data.IterableDataset):
                     yield {k: take(v, offsets) for k, v in decoded[needed[0]].items()}
                     continue
                 part = gi - needed[0]
-                yield {k: take_across([decoded[g][k] for g in needed], part, offsets) for k in decoded[needed[0]]}
+                by_part = rows_by_part(part, offsets, len(needed))
+                yield {k: take_across([decoded[g][k] for g in needed], part, offsets, by_part) for k in decoded[needed[0]]}
         finally:
             fetcher.close()
 
