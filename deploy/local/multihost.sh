@@ -359,16 +359,10 @@ slurm_nodes_idle() {
 # slurm-down: every Slurm and munge process on every node, job steps (slurmstepd and what
 # it started) included: a killed slurmd leaves its slurmstepd running.
 slurm_down() {
-  local h pids pid sig
+  local h pid
   for h in $(hosts | grep '^n'); do
     ip netns list | grep -q "^$(ns "$h")\b" || continue
-    for sig in TERM KILL; do
-      pids=$(slurm_pids "$h")
-      [[ -n "$pids" ]] || break
-      # shellcheck disable=SC2086
-      kill -s "$sig" $pids 2>/dev/null || true
-      for _ in $(seq 1 20); do [[ -z "$(slurm_pids "$h")" ]] && break; sleep 0.25; done
-    done
+    signal_until_gone slurm_pids "$h" TERM KILL
   done
   for pid in "$DIR"/pids/n*-{munged,slurmctld,slurmd}.pid; do
     [[ -f "$pid" ]] || continue
@@ -382,7 +376,7 @@ slurm_down() {
 # NODE's Slurm and munge daemons, and every descendant of a slurmstepd (the job steps).
 slurm_pids() {
   local p
-  for p in $(ip netns pids "$(ns "$1")" 2>/dev/null || true); do
+  for p in $(node_pids "$1"); do
     case "$(cat "/proc/$p/comm" 2>/dev/null)" in
       munged | slurmctld | slurmd) echo "$p" ;;
       slurmstepd) echo "$p"; descendants "$p" ;;
@@ -421,15 +415,25 @@ up() {
 # whatever they started: executors, sshd sessions, slurmstepd...), escalating through
 # SIGNALS until none is left.
 stop_node() {
-  local h=$1 sig pids
-  shift
+  signal_until_gone node_pids "$@"
+}
+
+node_pids() {
+  ip netns pids "$(ns "$1")" 2>/dev/null || true
+}
+
+# signal_until_gone LISTER NODE SIGNALS...: send each signal in turn to the processes
+# `LISTER NODE` prints, waiting up to 5 s after each for them to be gone.
+signal_until_gone() {
+  local list=$1 h=$2 sig pids
+  shift 2
   for sig in "$@"; do
-    pids=$(ip netns pids "$(ns "$h")" 2>/dev/null || true)
+    pids=$("$list" "$h")
     [[ -n "$pids" ]] || return 0
     # shellcheck disable=SC2086
     kill -s "$sig" $pids 2>/dev/null || true
     for _ in $(seq 1 20); do
-      [[ -z "$(ip netns pids "$(ns "$h")" 2>/dev/null || true)" ]] && return 0
+      [[ -z "$("$list" "$h")" ]] && return 0
       sleep 0.25
     done
   done
