@@ -1,10 +1,11 @@
-"""Spark's stage progress shows on a terminal and stays out of pipes and logs."""
+"""The sessions the jobs start: stage progress on a terminal only, the code-generation limit, the JVM class archive."""
 from __future__ import annotations
 
 import os
 import pty
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +65,33 @@ def test_wide_stages_run_compiled_unless_the_user_set_the_limit(submit_args, exp
     env = {**os.environ, "PYSPARK_SUBMIT_ARGS": submit_args} if submit_args else {k: v for k, v in os.environ.items() if k != "PYSPARK_SUBMIT_ARGS"}
     done = subprocess.run([sys.executable, "-c", LIMIT_JOB], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert f"limit {expected}" in done.stdout, done.stderr[-2000:]
+
+
+ARGS_JOB = """
+from pipeline.prep.session import get_session
+spark = get_session("archive-test", "local[1]")
+args = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments().toString()
+print("shared", [a for a in args.strip("[]").split(", ") if "SharedArchiveFile" in a or "-Dmine" in a])
+print("count", spark.range(10).count())
+spark.stop()
+"""
+
+
+def test_driver_jvm_starts_from_the_class_archive_unless_the_user_set_java_options(tmp_path):
+    """setup's archive (python -m pipeline.prep.cds) reaches the JVM that pyspark starts; a
+    damaged one is never published under the name sessions use; the user's options win."""
+    from pipeline.prep import cds
+
+    env = {k: v for k, v in os.environ.items() if k != "PYSPARK_SUBMIT_ARGS"} | {"PIPELINE_CACHE": str(tmp_path)}
+    built = subprocess.run([sys.executable, "-m", "pipeline.prep.cds"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    archive = Path(built.stdout.strip())
+    assert built.returncode == 0 and archive.is_file() and archive.parent == tmp_path / "spark-cds", built.stderr[-2000:]
+    assert [p.name for p in archive.parent.iterdir()] == [archive.name]  # no staged leftovers
+    ran = subprocess.run([sys.executable, "-c", ARGS_JOB], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert f"shared ['-XX:SharedArchiveFile={archive}']" in ran.stdout and "count 10" in ran.stdout, ran.stderr[-2000:]
+    mine = env | {"PYSPARK_SUBMIT_ARGS": "--driver-java-options -Dmine=1 pyspark-shell"}
+    ran = subprocess.run([sys.executable, "-c", ARGS_JOB], cwd=REPO, env=mine, capture_output=True, text=True, timeout=300)
+    assert "shared ['-Dmine=1']" in ran.stdout, ran.stderr[-2000:]
+    damaged = tmp_path / "damaged.jsa"
+    damaged.write_bytes(archive.read_bytes()[: 1 << 20])
+    assert cds.usable(archive) and not cds.usable(damaged)
