@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 DUMP_JOB = """
@@ -59,7 +60,9 @@ def usable(path: Path) -> bool:
     java = java_binary()
     if java is None or not path.is_file():
         return False
-    done = subprocess.run([java, f"-XX:SharedArchiveFile={path}", "-version"], capture_output=True, timeout=120)
+    with tempfile.TemporaryDirectory(prefix="cds-check-") as scratch:  # an aborting JVM writes its crash log here
+        done = subprocess.run([java, f"-XX:SharedArchiveFile={path}", f"-XX:ErrorFile={scratch}/hs_err.log", "-version"],
+                              cwd=scratch, capture_output=True, timeout=120)
     return done.returncode == 0
 
 
