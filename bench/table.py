@@ -23,6 +23,8 @@ BEGIN, END = "<!-- bench-goals:begin -->", "<!-- bench-goals:end -->"
 
 def _when(result: dict, section: str | None) -> str:
     prov = (result.get(section) or {}).get("provenance") if section else None
+    if not isinstance(prov, dict):  # a benchmark measured whole records it once, for the file
+        prov = result.get("provenance")
     if isinstance(prov, dict):
         commit = str(prov.get("commit", "—"))
         return f"{prov.get('measured_at', '?')[:10]}, {commit[:7]}{'+' if '+' in commit else ''}"
