@@ -87,6 +87,8 @@ def test_driver_jvm_starts_from_the_class_archive_unless_the_user_set_java_optio
     archive = Path(built.stdout.strip())
     assert built.returncode == 0 and archive.is_file() and archive.parent == tmp_path / "spark-cds", built.stderr[-2000:]
     assert [p.name for p in archive.parent.iterdir()] == [archive.name]  # no staged leftovers
+    doctor = subprocess.run([sys.executable, "-m", "pipeline", "doctor"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert f"jvm cds    {archive}" in doctor.stdout, doctor.stdout
     ran = subprocess.run([sys.executable, "-c", ARGS_JOB], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert f"shared ['-XX:SharedArchiveFile={archive}']" in ran.stdout and "count 10" in ran.stdout, ran.stderr[-2000:]
     mine = env | {"PYSPARK_SUBMIT_ARGS": "--driver-java-options -Dmine=1 pyspark-shell"}
