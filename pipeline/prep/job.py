@@ -93,6 +93,11 @@ def _build(cfg: Config, spark, staging: output.Staging, name: str, fp: str, code
         raw.df.withColumn("_reason", validate.first_reason(reasons))
         .withColumn(ROW_ID_COLUMN, row_id)
         .withColumn("_split", _split_column(data.split, raw.source_split))
+        # Each split's rows together within a partition (a local sort, no shuffle), so the
+        # cached column batches hold mostly one split and the later passes filtering on
+        # _split (fit on train, one shard write per split) skip the others' batches by
+        # their min/max statistics instead of scanning the whole cache each time.
+        .sortWithinPartitions("_split")
         .persist(StorageLevel.MEMORY_AND_DISK_DESER)
     )
     try:
