@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 
 from pipeline.prep import validate
+from pipeline.prep.session import codegen_fields
 from pipeline.schema import categorical_feature, length_column, sequence_feature, tensor_feature
 
 OOV_INDEX = 0
@@ -143,7 +144,9 @@ class NumericColumns:
         for j, c in enumerate(self.columns):
             x = self._value(c)  # from the source column: cheaper than indexing the array
             aggs += [F.avg(x).alias(f"m{j}"), F.stddev_pop(x).alias(f"s{j}")]
-        row = train_df.agg(*aggs).first()
+        # avg keeps 2 buffer fields and stddev_pop 3 per column, plus the results
+        with codegen_fields(train_df.sparkSession, 7 * len(self.columns)):
+            row = train_df.agg(*aggs).first()
         mean = [row[f"m{j}"] or 0.0 for j in range(len(self.columns))]
         std = [s if s and s > 1e-12 else 1.0 for s in (row[f"s{j}"] for j in range(len(self.columns)))]
         return {"type": "standardize", "axis": "column", "mean": mean, "std": std, "applied_in": "prepare", "source_columns": self.columns}

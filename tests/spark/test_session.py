@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO
@@ -97,3 +98,35 @@ def test_driver_jvm_starts_from_the_class_archive_unless_the_user_set_java_optio
     damaged = tmp_path / "damaged.jsa"
     damaged.write_bytes(archive.read_bytes()[: 1 << 20])
     assert cds.usable(archive) and not cds.usable(damaged)
+
+
+def test_the_numeric_fit_aggregates_in_generated_code_and_the_limit_is_restored(spark):
+    """32 columns' mean and deviation hold 160 aggregation-buffer fields, past Spark's
+    100-field limit for whole-stage code generation; the fit raises it while it runs."""
+    from pyspark.sql import functions as F
+
+    from pipeline.prep.features import NumericColumns
+    from pipeline.prep.session import MAX_FIELDS, codegen_fields
+
+    columns = [f"x{j}" for j in range(32)]
+    df = spark.range(0, 1000).select(*[(F.col("id") * (j + 1) % 17).cast("double").alias(c) for j, c in enumerate(columns)])
+    aggs = [a for c in columns for a in (F.avg(c), F.stddev_pop(c))]
+
+    def generated(query) -> bool:
+        query.collect()
+        plan = query._jdf.queryExecution().executedPlan().toString()
+        return any(line.lstrip(" +-:").startswith("*(") and "HashAggregate" in line for line in plan.splitlines())
+
+    before = spark.conf.get(MAX_FIELDS, None)
+    assert not generated(df.agg(*aggs))
+    with codegen_fields(spark, 7 * len(columns)):
+        assert generated(df.agg(*aggs))
+    assert spark.conf.get(MAX_FIELDS, None) == before
+    with codegen_fields(spark, 5000):  # past the cap: left alone
+        assert spark.conf.get(MAX_FIELDS, None) == before
+    fitted = NumericColumns(columns, typed=True).fit(df)
+    assert spark.conf.get(MAX_FIELDS, None) == before
+    expected = df.toPandas()
+    assert np.allclose(fitted["mean"], expected.mean(), rtol=1e-12, atol=0)
+    std = expected.std(ddof=0).to_numpy()
+    assert np.allclose(fitted["std"], np.where(std > 1e-12, std, 1.0), rtol=1e-12, atol=0)  # x16 is constant: 1.0
