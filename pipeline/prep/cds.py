@@ -10,8 +10,11 @@ spark-submit the JVM is already running and nothing changes.
 
 The archive is written to a temporary name, checked by starting a JVM from it, then
 renamed: a truncated archive makes the JVM abort, so one is never left under the name
-that sessions use. Its name carries the Java binary (path, size, mtime) and pyspark's
-version and location, so a changed JDK or environment builds a new one.
+that sessions use. Its name carries the Java binary (path, size, mtime), pyspark's
+version and location and ``SPARK_HOME`` / ``SPARK_CONF_DIR`` (the driver's class path), so
+a changed JDK or environment looks for its own (``make setup`` in that environment builds
+it). Should the JVM still refuse one, it says nothing (``-Xlog:cds=off``) and starts as
+without it.
 """
 from __future__ import annotations
 
@@ -22,6 +25,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+
+def java_options(archive: Path) -> str:
+    """The driver JVM's options: the archive, and silence should the JVM refuse it."""
+    return f"-XX:SharedArchiveFile={archive} -Xlog:cds=off,cds+dynamic=off"
+
 
 DUMP_JOB = """
 import sys
@@ -50,7 +59,10 @@ def archive_path() -> Path | None:
     if java is None:
         return None
     st = os.stat(java)
-    key = f"{java}|{st.st_size}|{st.st_mtime_ns}|{pyspark.__version__}|{os.path.dirname(pyspark.__file__)}"
+    # The JVM refuses an archive whose class path differs from the dump's; a conf dir of
+    # the user's own comes first on the driver's class path, so it is part of the name.
+    key = "|".join([java, str(st.st_size), str(st.st_mtime_ns), pyspark.__version__, os.path.dirname(pyspark.__file__),
+                    os.environ.get("SPARK_HOME", ""), os.environ.get("SPARK_CONF_DIR", "")])
     cache = Path(os.environ.get("PIPELINE_CACHE") or Path.home() / ".cache" / "pipeline")
     return cache / "spark-cds" / f"spark-{pyspark.__version__}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.jsa"
 

@@ -44,7 +44,9 @@ def get_session(app_name: str, master: str | None = None, conf: dict | None = No
     }
     archive = _class_archive(conf or {})
     if archive is not None:
-        defaults[DRIVER_JAVA_OPTIONS] = f"-XX:SharedArchiveFile={archive}"
+        from pipeline.prep import cds
+
+        defaults[DRIVER_JAVA_OPTIONS] = cds.java_options(archive)
     for key, value in {**defaults, **(conf or {})}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

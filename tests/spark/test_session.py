@@ -92,6 +92,11 @@ def test_driver_jvm_starts_from_the_class_archive_unless_the_user_set_java_optio
     assert f"jvm cds    {archive}" in doctor.stdout, doctor.stdout
     ran = subprocess.run([sys.executable, "-c", ARGS_JOB], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert f"shared ['-XX:SharedArchiveFile={archive}']" in ran.stdout and "count 10" in ran.stdout, ran.stderr[-2000:]
+    assert "shared archive" not in ran.stdout + ran.stderr
+    own_conf = env | {"SPARK_CONF_DIR": str(tmp_path / "conf")}  # another class path: another archive, none built yet
+    (tmp_path / "conf").mkdir()
+    ran = subprocess.run([sys.executable, "-c", ARGS_JOB], cwd=REPO, env=own_conf, capture_output=True, text=True, timeout=300)
+    assert "shared []" in ran.stdout and "count 10" in ran.stdout and "shared archive" not in ran.stdout + ran.stderr, ran.stderr[-2000:]
     mine = env | {"PYSPARK_SUBMIT_ARGS": "--driver-java-options -Dmine=1 pyspark-shell"}
     ran = subprocess.run([sys.executable, "-c", ARGS_JOB], cwd=REPO, env=mine, capture_output=True, text=True, timeout=300)
     assert "shared ['-Dmine=1']" in ran.stdout, ran.stderr[-2000:]
