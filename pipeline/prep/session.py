@@ -42,11 +42,9 @@ def get_session(app_name: str, master: str | None = None, conf: dict | None = No
         # Spark's stage progress bar on a terminal; never into a pipe or a log file.
         "spark.ui.showConsoleProgress": str(sys.stderr.isatty()).lower(),
     }
-    archive = _class_archive(conf or {})
-    if archive is not None:
-        from pipeline.prep import cds
-
-        defaults[DRIVER_JAVA_OPTIONS] = cds.java_options(archive)
+    archive_options = _class_archive_options(conf or {})
+    if archive_options is not None:
+        defaults[DRIVER_JAVA_OPTIONS] = archive_options
     for key, value in {**defaults, **(conf or {})}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
@@ -99,10 +97,10 @@ def codegen_fields(spark, fields: int):
 DRIVER_JAVA_OPTIONS = "spark.driver.extraJavaOptions"
 
 
-def _class_archive(conf: dict):
-    """The driver JVM's class archive (:mod:`pipeline.prep.cds`) when this process is about
-    to start that JVM, the archive exists and the user set no driver Java options of their
-    own (their options win; the archive only makes start-up faster)."""
+def _class_archive_options(conf: dict) -> str | None:
+    """The driver JVM's options for its class archive (:mod:`pipeline.prep.cds`) when this
+    process is about to start that JVM, the archive exists and the user set no driver Java
+    options of their own (their options win; the archive only makes start-up faster)."""
     if "PYSPARK_GATEWAY_PORT" in os.environ or DRIVER_JAVA_OPTIONS in conf or DRIVER_JAVA_OPTIONS in _spark_defaults():
         return None
     submit_args = os.environ.get("PYSPARK_SUBMIT_ARGS", "")
@@ -111,7 +109,7 @@ def _class_archive(conf: dict):
     from pipeline.prep import cds
 
     archive = cds.archive_path()
-    return archive if archive is not None and archive.is_file() else None
+    return cds.java_options(archive) if archive is not None and archive.is_file() else None
 
 
 def configured_master() -> str | None:
