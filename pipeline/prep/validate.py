@@ -69,18 +69,40 @@ _INLINE_TYPED_COLUMNS = 128
 
 
 def _typed_numeric_reason(columns: list[str], low: float, high: float, integer: bool, bounded: bool):
+    """The same checks as ``check_reason`` per column, written as one SQL expression: Spark
+    parses it in one call, where building each check from Column objects costs a Py4J
+    round trip per function (measured: 0.5-0.67 s for 32 columns, on every prepare)."""
     from pyspark.sql import functions as F
 
-    checks = []
+    reasons = []
     for c in columns:
-        x = F.col(c).try_cast("double")
-        checks += [Check(F.col(c).isNull(), f"{c}: missing value"), Check(x.isNull(), f"{c}: not a number", F.col(c)),
-                   Check(F.isnan(x) | (F.abs(x) == float("inf")), f"{c}: NaN or infinite", x)]
+        col = sql_name(c)
+        x = f"TRY_CAST({col} AS DOUBLE)"
+        checks = [(f"{col} IS NULL", f"{c}: missing value", None), (f"{x} IS NULL", f"{c}: not a number", col),
+                  (f"isnan({x}) OR abs({x}) = {sql_double(math.inf)}", f"{c}: NaN or infinite", x)]
         if bounded:
-            checks.append(Check((x < low) | (x > high), f"{c}: outside [{low:g}, {high:g}]", x))
+            checks.append((f"{x} < {sql_double(low)} OR {x} > {sql_double(high)}", f"{c}: outside [{low:g}, {high:g}]", x))
         if integer:
-            checks.append(Check(x != F.floor(x), f"{c}: not an integer", x))
-    return first_reason([check_reason(c) for c in checks])
+            checks.append((f"{x} != floor({x})", f"{c}: not an integer", x))
+        for failed, code, value in checks:
+            detail = sql_text(code) if value is None else f"concat({sql_text(code + ': ')}, coalesce(CAST({value} AS STRING), 'null'))"
+            reasons.append(f"CASE WHEN {failed} THEN named_struct('code', {sql_text(code)}, 'detail', {detail}) END")
+    return F.expr(f"coalesce({', '.join(reasons)})")
+
+
+def sql_name(column: str) -> str:
+    """A column name quoted for Spark SQL (dots and quotes stay part of the name)."""
+    return "`" + column.replace("`", "``") + "`"
+
+
+def sql_text(text: str) -> str:
+    """A Spark SQL string literal (backslash escapes, the parser's default)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def sql_double(value: float) -> str:
+    """A double literal for Spark SQL, exactly ``value`` (repr round-trips; inf and nan too)."""
+    return f"CAST('{value!r}' AS DOUBLE)"
 
 
 def label_checks(label: str, classes: list[str] | None) -> list[Check]:

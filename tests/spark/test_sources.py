@@ -121,6 +121,25 @@ def test_typed_sources_with_strings_in_a_numeric_column_reject_those_rows(spark,
     assert m["rejected"]["by_reason"] == {"x1: not a number": 2} and m["input_rows"] == 40
 
 
+def test_typed_numeric_reasons_name_the_column_and_the_value(spark, tmp_path):
+    """The typed checks (one SQL expression, see validate._typed_numeric_reason): each bad
+    value gets its column's reason and the value itself, also under a name with a quote."""
+    n = 40
+    cols = _table(n)
+    x1 = [float(v) for v in cols["x1"]]
+    x1[1], x1[2], x1[3], x1[4] = float("nan"), float("inf"), -float("inf"), None
+    pq.write_table(pa.table({"id": cols["id"], "x'1": pa.array(x1, pa.float64()), "x2": cols["x2"], "colour": cols["colour"],
+                             "label": cols["label"]}), tmp_path / "t.parquet")
+    overrides = [o.replace("[x1,x2]", "[\"x'1\",x2]") for o in TABLE_OVERRIDES]
+    result = prepare(_cfg(tmp_path, "data.source.type=parquet", f"data.source.path={tmp_path / 't.parquet'}", *overrides,
+                          "data.reject.max_fraction=0.2"), spark)
+    m = result.manifest
+    assert m["rejected"]["by_reason"] == {"x'1: NaN or infinite": 3, "x'1: missing value": 1} and m["input_rows"] == n
+    details = sorted(r["reason"] for r in pq.read_table(Path(result.version_dir) / "rejected").to_pylist())
+    assert details == ["x'1: NaN or infinite: -Infinity", "x'1: NaN or infinite: Infinity", "x'1: NaN or infinite: NaN",
+                       "x'1: missing value"]
+
+
 def test_table_config_naming_a_missing_column(spark, tmp_path):
     _write_formats(tmp_path, _table(20))
     with pytest.raises(SourceError, match=r"data.table.numeric names column\(s\) \['x9'\] not in the input; columns are \['id', 'x1'"):
