@@ -160,7 +160,9 @@ def _write_all(cfg, checked, raw, classes, staging, name, fp, code, files, start
     if split_rows["train"] == 0:
         raise PrepareError(f"{where}: no valid rows landed in the train split ({input_rows} input, {rejected} rejected)")
 
-    rejected_files = write_rejected(checked, raw.columns, staging, data.shards.compression)
+    # The count says whether any row was rejected: with none, no pass over the input for
+    # them (ensure_readable below still leaves an empty rejected/ table).
+    rejected_files = write_rejected(checked, raw.columns, staging, data.shards.compression) if rejected else []
     stage.done("write rejected")
 
     good = checked.where(F.col("_reason").isNull())

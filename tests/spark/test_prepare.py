@@ -18,6 +18,10 @@ def test_digits_counts_reconcile_and_shards_match_the_manifest(digits_version):
     kept = sum(s["rows"] for s in m["splits"].values())
     assert kept + m["rejected"]["rows"] == m["input_rows"]
     assert m["rejected"]["rows"] == 0
+    # no rejected rows, so no pass wrote them: rejected/ still opens, empty, with the raw
+    # columns and the reason
+    empty = pq.read_table(version_dir / "rejected")
+    assert empty.num_rows == 0 and {"c0", "c63", "c64", "reason", "reason_code"} <= set(empty.column_names)
     assert m["schema"]["features"]["image"] == {"kind": "tensor", "dtype": "uint8", "shape": [1, 8, 8]}
     assert m["schema"]["label"]["num_classes"] == 10
     # 80/10/10 by hash: within a few percent of the fractions
