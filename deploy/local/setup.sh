@@ -159,7 +159,6 @@ if [ ! -x "$MLFLOW_VENV/bin/mlflow" ]; then
     "$MLFLOW_VENV/bin/python" -m pip install --disable-pip-version-check -q "$MLFLOW_SERVER_SPEC" \
         || die "could not install $MLFLOW_SERVER_SPEC into $MLFLOW_VENV"
 fi
-say "building the JVM class archive Spark sessions start from (once, ~20 s)"
-class_archive
+class_archive  # says so when it builds one (once per Java and pyspark install, ~20 s)
 setup_inputs_hash >"$STAMP"
 say "done ($VENV). Try: make run"

@@ -88,6 +88,9 @@ def test_driver_jvm_starts_from_the_class_archive_unless_the_user_set_java_optio
     archive = Path(built.stdout.strip())
     assert built.returncode == 0 and archive.is_file() and archive.parent == tmp_path / "spark-cds", built.stderr[-2000:]
     assert [p.name for p in archive.parent.iterdir()] == [archive.name]  # no staged leftovers
+    assert "building the JVM class archive" in built.stderr  # setup says so when it builds one ...
+    again = subprocess.run([sys.executable, "-m", "pipeline.prep.cds"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert (again.returncode, again.stdout.strip(), again.stderr) == (0, str(archive), "")  # ... and only then
     doctor = subprocess.run([sys.executable, "-m", "pipeline", "doctor"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert f"jvm cds    {archive}" in doctor.stdout, doctor.stdout
     ran = subprocess.run([sys.executable, "-c", ARGS_JOB], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
