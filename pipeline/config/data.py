@@ -204,7 +204,8 @@ class ReaderConfig:
             of the row groups a rank needs, straight from the store.
         cache_max_bytes: the cache's size bound; least recently used shards go first.
         readahead: on an object store (no cache), row groups fetched ahead in parallel,
-            hiding each ranged read's latency; 0 fetches one at a time.
+            hiding each ranged read's latency (at most 256 MiB of them, uncompressed, but
+            always one); 0 fetches one at a time.
         decode_threads: local row groups decoded ahead in parallel by this many threads.
             None: on a GPU rank the cores it owns (the CPU has nothing else to do while
             the GPU trains, and one thread decodes uint8 images slower than a GPU trains
@@ -221,7 +222,7 @@ class ReaderConfig:
     layout: str = "contiguous"
     cache_dir: Optional[str] = None
     cache_max_bytes: int = 20 * 2**30
-    readahead: int = 4
+    readahead: int = 8
     decode_threads: Optional[int] = None
     page_checksums: bool = True
 

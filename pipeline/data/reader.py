@@ -85,7 +85,7 @@ class ShardReader(torch.utils.data.IterableDataset):
         bucket_by_length: bool = False,
         layout: str = "contiguous",
         cache: ShardCache | None = None,
-        readahead: int = 4,
+        readahead: int = 8,
         decode_threads: int = 0,
         page_checksums: bool = True,
         pin_memory: bool = False,

@@ -35,3 +35,35 @@ def test_parallel_decoding_yields_the_inline_readers_batches(tmp_path):
     tail = _epoch(rest)
     assert len(first) + len(tail) == len(whole)
     assert all(torch.equal(x["row_id"], y["row_id"]) for x, y in zip(whole[7:], tail))
+
+
+def test_groups_fetched_ahead_stop_at_the_byte_bound(tmp_path):
+    """``readahead`` groups ahead, but never more than ``max_bytes_ahead`` of them (their
+    uncompressed size): a row group of large images must not multiply by the readahead."""
+    import pyarrow.parquet as pq
+
+    from pipeline.data.assign import RowGroup
+    from pipeline.data.groups import GroupFetcher
+
+    version = write_image_dataset(tmp_path, "images", 600, size=8, rows_per_shard=300, row_group_rows=32)
+    files = sorted(version.glob("train/*.parquet"))
+    footers = [pq.ParquetFile(f).metadata for f in files]
+    order = [RowGroup(s, i, m.row_group(i).num_rows) for s, m in enumerate(footers) for i in range(m.num_row_groups)]
+    size = footers[0].row_group(0).total_byte_size
+    columns = footers[0].schema.to_arrow_schema().names
+
+    def in_flight(max_bytes_ahead):
+        fetcher = GroupFetcher([str(f) for f in files], footers, order, columns, lambda t: t.num_rows, readahead=0,
+                               local_parallel=8, max_bytes_ahead=max_bytes_ahead)
+        try:
+            fetcher.hint(range(len(order)), held=set())
+            ahead = len(fetcher._inflight)
+            assert [fetcher.get(g) for g in range(len(order))] == [m.row_group(i).num_rows for m in footers for i in range(m.num_row_groups)]
+            return ahead
+        finally:
+            fetcher.close()
+
+    assert len(order) > 8
+    assert in_flight(1 << 40) == 8  # the readahead decides
+    assert in_flight(int(2.5 * size)) == 2  # the bytes decide
+    assert in_flight(1) == 1  # always one, however large
