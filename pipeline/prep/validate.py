@@ -7,6 +7,7 @@ A reason is a struct of ``code`` (stable, counted in the manifest, e.g.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from pipeline.prep.raw import CORRUPT_COLUMN
@@ -96,8 +97,15 @@ def sql_name(column: str) -> str:
 
 
 def sql_text(text: str) -> str:
-    """A Spark SQL string literal (backslash escapes, the parser's default)."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    """``text`` as a Spark SQL string expression: a plain literal when it needs no escaping,
+    else its UTF-8 bytes in hex (read the same whatever ``spark.sql.parser.escapedStringLiterals``
+    says; constant-folded)."""
+    if _PLAIN_TEXT.fullmatch(text):
+        return f"'{text}'"
+    return f"CAST(unhex('{text.encode().hex()}') AS STRING)"
+
+
+_PLAIN_TEXT = re.compile(r"[A-Za-z0-9 _:.,;()\[\]+\-]*")
 
 
 def sql_double(value: float) -> str:
