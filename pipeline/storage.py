@@ -18,10 +18,12 @@ stores: spooled locally, then one upload that only becomes visible when it compl
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import fnmatch
 import functools
+import gc
 import hashlib
 import os
 import posixpath
@@ -167,10 +169,26 @@ def _s3(endpoint: str | None, region: str | None, bucket_for_region: str | None,
             region = pafs.resolve_s3_region(bucket_for_region)
         except OSError:
             region = "us-east-1"
+    _release_s3_at_exit()
     # pyarrow reads the credentials from the environment (or instance metadata) itself.
     # allow_delayed_open: a small object goes up in one PUT at close (no multipart round
     # trips), so it is written whole or not at all.
     return pafs.S3FileSystem(endpoint_override=endpoint, region=region or "us-east-1", allow_delayed_open=True)
+
+
+@functools.cache
+def _release_s3_at_exit() -> None:
+    """At exit, drop the cached S3 filesystems (and their clients) while the AWS SDK is still
+    up: pyarrow shuts the SDK down in its own exit handler, registered before this one (so
+    run after it), and a client destroyed after that can abort the process at exit
+    ("terminate called without an active exception", apache/arrow#41087, #50188)."""
+    atexit.register(_drop_s3)
+
+
+def _drop_s3() -> None:
+    _s3.cache_clear()
+    _from_uri.cache_clear()
+    gc.collect()  # file handles and readers in reference cycles that still hold a client
 
 
 @functools.lru_cache(maxsize=16)

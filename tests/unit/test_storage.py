@@ -3,6 +3,7 @@ is exercised against a real server in tests/e2e/test_object_store.py."""
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +86,24 @@ def test_secrets_travel_in_a_private_file_not_in_the_environment(monkeypatch):
             assert os.environ["AWS_SECRET_ACCESS_KEY"] == "s3cr3t"
         assert dict(os.environ) == before  # restored afterwards
     assert not os.path.exists(path)
+
+
+_EXIT_ORDER = """
+import atexit
+import pyarrow.fs  # registers pyarrow's S3 finalizer: it runs after every handler registered later
+from pipeline import storage
+atexit.register(lambda: print("s3 filesystems cached when pyarrow finalizes S3:", storage._s3.cache_info().currsize, flush=True))
+storage._s3("http://127.0.0.1:9", "us-east-1", None, ())  # registers the release, after the line above: runs before it
+print("cached:", storage._s3.cache_info().currsize, flush=True)
+"""
+
+
+def test_cached_s3_filesystems_are_dropped_before_pyarrow_finalizes_s3():
+    """A client destroyed after pyarrow shut the AWS SDK down can abort the process at exit."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _EXIT_ORDER], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["cached: 1", "s3 filesystems cached when pyarrow finalizes S3: 0"], done.stdout
