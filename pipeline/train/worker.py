@@ -1,6 +1,7 @@
 """What every rank runs, whichever launcher started it (none, horovodrun, horovod.run, Spark)."""
 from __future__ import annotations
 
+import gc
 import logging
 import os
 
@@ -40,11 +41,16 @@ def train_rank(cfg: Config | dict, resume: bool = False) -> dict:
     try:
         collective = make_collective(cfg.dist, cfg.train.device)
         setup_logging(collective.rank)
+        trainer = Trainer(cfg, collective, preemption=preemption)
         try:
-            result = Trainer(cfg, collective, preemption=preemption).fit(resume=resume)
+            result = trainer.fit(resume=resume)
         except Preempted as err:
             leave_notice(err)
             raise
+        # The DDP wrapper holds the process group: freed now (with any reference cycle it
+        # sits in), not during the interpreter's teardown after the group was destroyed.
+        del trainer
+        gc.collect()
         # Every rank done before any tears its engine down: a Gloo process group destroyed
         # while a peer still talks to it aborted a rank at exit (SIGABRT, seen under DDP).
         collective.barrier()  # collective
