@@ -187,7 +187,6 @@ def _release_s3_at_exit() -> None:
 
 def _drop_s3() -> None:
     _s3.cache_clear()
-    _from_uri.cache_clear()
     gc.collect()  # file handles and readers in reference cycles that still hold a client
 
 
