@@ -1,6 +1,12 @@
 """Launching Horovod ranks: horovodrun argv (fixed or elastic), or horovod.run in-process."""
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
+import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -69,6 +75,61 @@ def horovod_run_kwargs(np: int, hosts: str | None = None, network_interface: str
     return kwargs
 
 
+def rank_main(cfg: dict, resume: bool) -> dict:
+    """What a launched rank runs: :func:`pipeline.train.worker.train_rank`, imported in the
+    rank. Launchers that pickle the rank's function (``horovod.runner.run``,
+    ``horovod.spark.run``) hand over this one, by reference, so the launching process never
+    imports torch: 0.8 s here, spent before the first rank could start."""
+    from pipeline.train.worker import train_rank
+
+    return train_rank(cfg, resume)
+
+
+# Before starting any rank, Horovod's launcher asks whether it was built with Gloo by
+# importing horovod.torch -- torch -- in a forked child: 0.8 s of a 9 s Spark launch here
+# (traced), every launch. The answer only changes with the Horovod build, so it is asked
+# once per build of the extension and remembered.
+_GLOO_QUESTION = "import horovod.torch as hvd; print('gloo' if hvd.gloo_built() else 'no gloo')"
+
+
+@functools.cache
+def gloo_built() -> bool:
+    """Whether this Horovod's torch extension has Gloo, remembered per build (the
+    extension's path, size and mtime) under ``$PIPELINE_CACHE`` (~/.cache/pipeline)."""
+    spec = importlib.util.find_spec("horovod")
+    extensions = sorted(Path(spec.origin).parent.glob("torch/mpi_lib_v2*.so")) if spec and spec.origin else []
+    if not extensions:
+        return False
+    st = extensions[0].stat()
+    key = hashlib.sha256(f"{extensions[0]}|{st.st_size}|{st.st_mtime_ns}|{sys.executable}".encode()).hexdigest()[:16]
+    remembered = Path(os.environ.get("PIPELINE_CACHE") or Path.home() / ".cache" / "pipeline") / "horovod" / f"gloo-{key}"
+    if remembered.is_file():
+        return remembered.read_text().strip() == "gloo"
+    asked = subprocess.run([sys.executable, "-c", _GLOO_QUESTION], capture_output=True, text=True)
+    answer = asked.stdout.split()[-1:] == ["gloo"]
+    if asked.returncode == 0:  # an import that failed is asked again next time
+        remembered.parent.mkdir(parents=True, exist_ok=True)
+        staged = remembered.with_name(f"{remembered.name}.{os.getpid()}")
+        staged.write_text("gloo\n" if answer else "no gloo\n")
+        os.replace(staged, remembered)
+    return answer
+
+
+@contextlib.contextmanager
+def gloo_answered():
+    """Horovod's launcher (``horovod.runner.run``, ``horovod.spark.run``) handed
+    :func:`gloo_built`'s answer instead of asking itself; when the answer is no, it raises
+    its own error (Gloo support has not been built, reinstall Horovod with Gloo)."""
+    from horovod.runner import launch
+
+    asked = launch.gloo_built
+    launch.gloo_built = lambda verbose=False: gloo_built()
+    try:
+        yield
+    finally:
+        launch.gloo_built = asked
+
+
 def run_local(cfg: Config, np: int, resume: bool = False) -> dict:
     """Train on ``np`` Horovod ranks on this machine; returns rank 0's result.
 
@@ -77,11 +138,8 @@ def run_local(cfg: Config, np: int, resume: bool = False) -> dict:
     reach the ranks through a private file, not their command lines (see
     :mod:`pipeline.launch.secrets`).
     """
-    import os
-
     from pipeline.launch.network import bind_horovod_rendezvous
     from pipeline.launch.secrets import environ_replaced, secrets_in_file
-    from pipeline.train.worker import train_rank
 
     try:
         from horovod.runner import run as horovod_run
@@ -89,8 +147,8 @@ def run_local(cfg: Config, np: int, resume: bool = False) -> dict:
         raise LaunchError("Horovod is not installed: run `make setup`, or use --np 1 with dist.engine=single") from err
     bind_horovod_rendezvous("127.0.0.1")  # every rank is on this machine
     try:
-        with secrets_in_file(os.environ) as env, environ_replaced(env):
-            results = horovod_run(train_rank, args=(to_dict(cfg), resume), **horovod_run_kwargs(np, network_interface="lo"))
+        with secrets_in_file(os.environ) as env, environ_replaced(env), gloo_answered():
+            results = horovod_run(rank_main, args=(to_dict(cfg), resume), **horovod_run_kwargs(np, network_interface="lo"))
     except RuntimeError as err:
         raise LaunchError(f"training on {np} Horovod ranks failed: {err} (each rank's log lines are above, prefixed [rank N])") from err
     return results[0]

@@ -17,7 +17,7 @@ import sys
 from urllib.parse import urlsplit
 
 from pipeline.config import Config, to_dict, with_absolute_locations
-from pipeline.launch.horovod import LaunchError
+from pipeline.launch.horovod import LaunchError, gloo_answered, rank_main
 from pipeline.launch.network import bind_horovod_rendezvous, interface_address, interface_towards
 
 
@@ -68,18 +68,17 @@ def run_on_spark(cfg: Config, np: int, resume: bool = False, start_timeout: int 
         import horovod.spark
     except ImportError as err:
         raise LaunchError("horovod.spark is not importable: run `make setup` (Horovod with Gloo and pyspark)") from err
-    from pipeline.train.worker import train_rank
-
     out, err = TailStream(sys.stdout), TailStream(sys.stderr)
     nics = rank_interfaces(cfg)
     address = interface_address(nics[0]) if nics else None
     if address:
         bind_horovod_rendezvous(address)
     try:
-        results = horovod.spark.run(
-            train_rank, args=(shipped_config(cfg), resume), num_proc=np, use_gloo=True,
-            start_timeout=start_timeout, stdout=out, stderr=err, verbose=1, nics=nics,
-        )
+        with gloo_answered():
+            results = horovod.spark.run(
+                rank_main, args=(shipped_config(cfg), resume), num_proc=np, use_gloo=True,
+                start_timeout=start_timeout, stdout=out, stderr=err, verbose=1, nics=nics,
+            )
     except Exception as error:  # noqa: BLE001 -- Spark wraps the rank's exception; report it with the tail
         tail = "\n".join([*out.tail, *err.tail][-40:])
         raise LaunchError(

@@ -141,3 +141,54 @@ def test_horovods_rendezvous_listens_on_the_chosen_address_only(monkeypatch):
         assert server._httpd.server_address == ("127.0.0.1", port)  # not ("0.0.0.0", port)
     finally:
         server.stop()
+
+
+def test_whether_horovod_has_gloo_is_asked_once_per_build_without_torch_in_the_launcher(tmp_path):
+    import os
+    import subprocess
+
+    from tests.conftest import REPO
+
+    env = {**os.environ, "PIPELINE_CACHE": str(tmp_path)}
+    probe = "import sys; from pipeline.launch.horovod import gloo_built; print(gloo_built(), 'torch' in sys.modules)"
+    first = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    assert first.stdout.split() == ["True", "False"]  # asked in a child process: this one never imported torch
+    [remembered] = (tmp_path / "horovod").glob("gloo-*")
+    assert remembered.read_text() == "gloo\n"
+    remembered.write_text("no gloo\n")  # the next launch reads the answer, asks nothing
+    second = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    assert second.stdout.split() == ["False", "False"]
+
+
+def test_horovods_launcher_is_handed_the_answer_and_says_no_gloo_itself(monkeypatch):
+    import pytest
+    from horovod.runner import launch
+
+    from pipeline.launch import horovod
+
+    asked = launch.gloo_built
+    monkeypatch.setattr(horovod, "gloo_built", lambda: False)
+    with horovod.gloo_answered(), pytest.raises(ValueError, match="Gloo support has not been built"):
+        launch.run_controller(True, lambda: None, False, None, False, None, 0)
+    assert launch.gloo_built is asked
+    started = []
+    monkeypatch.setattr(horovod, "gloo_built", lambda: True)
+    with horovod.gloo_answered():
+        launch.run_controller(True, lambda: started.append(1), False, None, False, None, 0)
+    assert started == [1]
+
+
+def test_ranks_get_a_function_that_imports_the_trainer_in_the_rank():
+    import subprocess
+
+    import cloudpickle
+
+    from pipeline.launch.horovod import rank_main
+    from tests.conftest import REPO
+
+    probe = ("import sys, cloudpickle; from pipeline.launch.spark import run_on_spark; "
+             "from pipeline.launch.horovod import run_local, rank_main; "
+             "assert len(cloudpickle.dumps(rank_main)) < 200; print('torch' in sys.modules)")
+    launcher = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    assert launcher.stdout.split() == ["False"]
+    assert cloudpickle.loads(cloudpickle.dumps(rank_main)) is rank_main  # by reference: the rank imports it
