@@ -67,3 +67,28 @@ def test_groups_fetched_ahead_stop_at_the_byte_bound(tmp_path):
     assert in_flight(1 << 40) == 8  # the readahead decides
     assert in_flight(int(2.5 * size)) == 2  # the bytes decide
     assert in_flight(1) == 1  # always one, however large
+
+
+def test_wide_row_groups_decode_in_steps_to_the_same_batches(tmp_path, monkeypatch):
+    """A row group of wide rows (images) is decoded a few rows at a time, which keeps the
+    decoder in the CPU caches; the batches are the same as decoding it at once."""
+    from pipeline.data import groups
+
+    version = write_image_dataset(tmp_path, "images", 1500, size=16, rows_per_shard=400, row_group_rows=128)
+    read, chunks = groups.GroupFetcher._read, []
+
+    def spy(self, source, group):
+        table = read(self, source, group)
+        chunks.append(table.column("image").num_chunks)
+        return table
+
+    monkeypatch.setattr(groups.GroupFetcher, "_read", spy)
+    epochs = {}
+    for step in (2**40, 2**14):  # 768 values a row: whole 128-row groups, then 64 rows a step
+        monkeypatch.setattr(groups, "DECODE_STEP_VALUES", step)
+        chunks.clear()
+        epochs[step] = _epoch(ShardReader(str(version), "train", 0, 1, 24, seed=3, shuffle_buffer=100))
+        assert max(chunks) == (1 if step == 2**40 else 2)  # (a shard's last group may be short)
+    whole, stepped = epochs.values()
+    assert len(whole) == len(stepped) > 40
+    assert all(x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x) for x, y in zip(whole, stepped))
