@@ -41,7 +41,7 @@ import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from bench.common import RESULTS, goal, merge_section, provenance, write_result  # noqa: E402
+from bench.common import RESULTS, goal, merge_section  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.data import ShardReader  # noqa: E402
 from pipeline.models import build_model  # noqa: E402
@@ -375,19 +375,20 @@ def main() -> None:
         print(f"store: reader over S3 {store['ratio']:.2f}x local disk", flush=True)
         small, large = (memory_growth(data[f"memory-{rows}"][0]) for rows in args.memory_rows)
         print(f"memory growth: {small['growth_mb']:.0f} MB at {small['rows']:,} rows, {large['growth_mb']:.0f} MB at {large['rows']:,}", flush=True)
+        profile = {name: profile_epoch(data[name][0], ShardReader(data[name][0], "train", 0, 1, BATCH).manifest)
+                   for name in ("tabular", "images")}
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    goals = throughput_goals(throughput) + stall_goals(stalls)
-    goals.append(memory_goal(small, large))
-    stamp = provenance()
-    path = write_result("reader", {"batch_size": BATCH, "throughput": {**throughput, "provenance": stamp},
-                                   "input_stall": {**stalls, "provenance": stamp},
-                                   "memory": {"small": small, "large": large, "provenance": stamp, "earlier_runs": earlier_memory_runs()},
-                                   "goals": goals})
-    merge_section("reader", "store", store, [store_goal(store)])
-    merge_section("reader", "checksums", checksums, checksum_goals(checksums))
+    # Section by section, each with its own provenance (a section a run skipped keeps its own).
+    memory = {"small": small, "large": large, "earlier_runs": earlier_memory_runs()}
+    for section, figures, goals in (("throughput", throughput, throughput_goals(throughput)),
+                                    ("input_stall", stalls, stall_goals(stalls)),
+                                    ("memory", memory, [memory_goal(small, large)]),
+                                    ("store", store, [store_goal(store)]),
+                                    ("checksums", checksums, checksum_goals(checksums)),
+                                    ("profile", profile, [])):
+        path = merge_section("reader", section, figures, goals)
     print(f"wrote {path}")
-
 
 if __name__ == "__main__":
     main()
