@@ -253,7 +253,7 @@ def remeasure_store(tabular_rows: int) -> None:
 
 
 # Where a function's own time goes, by the part of the reader it belongs to.
-_PARTS = (("decode (pyarrow read_row_group)", ("read_row_group",)),
+_PARTS = (("decode (pyarrow row groups to numpy)", ("read_row_group", "iter_batches", "groups.py", "_flat_values", "decode_table")),
           ("shuffle gather (take, concat)", ("ragged.py",)),
           ("epoch plan (assign)", ("assign.py",)),
           ("batching and collate", ("reader.py", "from_numpy", "'long'", "ascontiguousarray")))
