@@ -13,7 +13,7 @@
 # Environment:
 #   PYTHON            interpreter to build the venv from (default: python3)
 #   VENV              venv path (default: .venv)
-#   PIPELINE_CACHE    wheel cache (default: ~/.cache/pipeline)
+#   PIPELINE_CACHE    wheels, the JVM class archive, Horovod's Gloo answer (default: ~/.cache/pipeline)
 #   TORCH_VERSION     torch to install when none is present (default: 2.13.0)
 #   TORCH_INDEX_URL   where that torch comes from, e.g. https://download.pytorch.org/whl/cu128
 #                     for a CUDA build (default: the package index; here the CPU build)

@@ -108,10 +108,14 @@ def gloo_built() -> bool:
     asked = subprocess.run([sys.executable, "-c", _GLOO_QUESTION], capture_output=True, text=True)
     answer = asked.stdout.split()[-1:] == ["gloo"]
     if asked.returncode == 0:  # an import that failed is asked again next time
-        remembered.parent.mkdir(parents=True, exist_ok=True)
         staged = remembered.with_name(f"{remembered.name}.{os.getpid()}")
-        staged.write_text("gloo\n" if answer else "no gloo\n")
-        os.replace(staged, remembered)
+        try:
+            remembered.parent.mkdir(parents=True, exist_ok=True)
+            staged.write_text("gloo\n" if answer else "no gloo\n")
+            os.replace(staged, remembered)
+        except OSError:  # a cache that cannot be written: asked again at the next launch
+            with contextlib.suppress(OSError):
+                staged.unlink(missing_ok=True)
     return answer
 
 

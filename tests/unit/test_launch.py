@@ -158,6 +158,10 @@ def test_whether_horovod_has_gloo_is_asked_once_per_build_without_torch_in_the_l
     remembered.write_text("no gloo\n")  # the next launch reads the answer, asks nothing
     second = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True, check=True)
     assert second.stdout.split() == ["False", "False"]
+    (tmp_path / "not-a-directory").write_text("")  # a cache that cannot be written: asked, answered, not remembered
+    env["PIPELINE_CACHE"] = str(tmp_path / "not-a-directory")
+    third = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    assert third.stdout.split() == ["True", "False"]
 
 
 def test_horovods_launcher_is_handed_the_answer_and_says_no_gloo_itself(monkeypatch):
