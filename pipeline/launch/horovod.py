@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pipeline import cache_dir
 from pipeline.config import Config, to_dict
 
 
@@ -102,7 +103,7 @@ def gloo_built() -> bool:
         return False
     st = extensions[0].stat()
     key = hashlib.sha256(f"{extensions[0]}|{st.st_size}|{st.st_mtime_ns}|{sys.executable}".encode()).hexdigest()[:16]
-    remembered = Path(os.environ.get("PIPELINE_CACHE") or Path.home() / ".cache" / "pipeline") / "horovod" / f"gloo-{key}"
+    remembered = cache_dir() / "horovod" / f"gloo-{key}"
     if remembered.is_file():
         return remembered.read_text().strip() == "gloo"
     asked = subprocess.run([sys.executable, "-c", _GLOO_QUESTION], capture_output=True, text=True)

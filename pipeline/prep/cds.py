@@ -26,6 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pipeline import cache_dir
+
 
 def java_options(archive: Path) -> str:
     """The driver JVM's options: the archive, and silence should the JVM refuse it."""
@@ -63,8 +65,7 @@ def archive_path() -> Path | None:
     # the user's own comes first on the driver's class path, so it is part of the name.
     key = "|".join([java, str(st.st_size), str(st.st_mtime_ns), pyspark.__version__, os.path.dirname(pyspark.__file__),
                     os.environ.get("SPARK_HOME", ""), os.environ.get("SPARK_CONF_DIR", "")])
-    cache = Path(os.environ.get("PIPELINE_CACHE") or Path.home() / ".cache" / "pipeline")
-    return cache / "spark-cds" / f"spark-{pyspark.__version__}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.jsa"
+    return cache_dir() / "spark-cds" / f"spark-{pyspark.__version__}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.jsa"
 
 
 def usable(path: Path) -> bool:
