@@ -286,17 +286,21 @@ def profile_epoch(version_dir: str, manifest: dict) -> dict:
             "top_functions": [{"function": f, "seconds": round(tt, 4), "share": round(tt / total, 3)} for f, tt in functions[:12]]}
 
 
+def profiles(data: dict) -> dict:
+    """Section 6 for the tabular and image datasets."""
+    figures = {}
+    for name in ("tabular", "images"):
+        version_dir = data[name][0]
+        figures[name] = f = profile_epoch(version_dir, ShardReader(version_dir, "train", 0, 1, BATCH).manifest)
+        print(f"{name}: {f['profiled_seconds']:.3f} s profiled (raw pyarrow {f['raw_pyarrow_seconds']:.3f} s): "
+              + ", ".join(f"{k} {v:.3f}" for k, v in f["parts_seconds"].items()), flush=True)
+    return figures
+
+
 def remeasure_profile(tabular_rows: int, image_rows: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-reader-"))
     try:
-        data = prepare_datasets(work, tabular_rows, image_rows, [])
-        figures = {}
-        for name in ("tabular", "images"):
-            version_dir = data[name][0]
-            figures[name] = profile_epoch(version_dir, ShardReader(version_dir, "train", 0, 1, BATCH).manifest)
-            f = figures[name]
-            print(f"{name}: {f['profiled_seconds']:.3f} s profiled (raw pyarrow {f['raw_pyarrow_seconds']:.3f} s): "
-                  + ", ".join(f"{k} {v:.3f}" for k, v in f["parts_seconds"].items()), flush=True)
+        figures = profiles(prepare_datasets(work, tabular_rows, image_rows, []))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"wrote {merge_section('reader', 'profile', figures, [])}")
@@ -375,8 +379,7 @@ def main() -> None:
         print(f"store: reader over S3 {store['ratio']:.2f}x local disk", flush=True)
         small, large = (memory_growth(data[f"memory-{rows}"][0]) for rows in args.memory_rows)
         print(f"memory growth: {small['growth_mb']:.0f} MB at {small['rows']:,} rows, {large['growth_mb']:.0f} MB at {large['rows']:,}", flush=True)
-        profile = {name: profile_epoch(data[name][0], ShardReader(data[name][0], "train", 0, 1, BATCH).manifest)
-                   for name in ("tabular", "images")}
+        profile = profiles(data)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     # Section by section, each with its own provenance (a section a run skipped keeps its own).
@@ -389,6 +392,7 @@ def main() -> None:
                                     ("profile", profile, [])):
         path = merge_section("reader", section, figures, goals)
     print(f"wrote {path}")
+
 
 if __name__ == "__main__":
     main()
