@@ -7,8 +7,10 @@ complete version; a version id works without it. Locations are paths or URIs
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
+import re
 
 from pipeline import storage
 
@@ -59,7 +61,7 @@ def read_manifest(path: str) -> tuple[str, dict]:
     version_dir = resolve_version(path)
     manifest_path = storage.join(version_dir, MANIFEST_NAME)
     try:
-        manifest = json.loads(storage.read_text(manifest_path))
+        manifest = _loads(storage.read_text(manifest_path))
     except json.JSONDecodeError as err:
         raise ManifestError(f"{manifest_path} is not valid JSON ({err}); re-run prepare") from None
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
@@ -70,9 +72,21 @@ def read_manifest(path: str) -> tuple[str, dict]:
             f"{manifest_path} has format_version {manifest['format_version']}, this code reads "
             f"{FORMAT_VERSION}; re-run prepare with this version"
         )
-    for entry in listed_files(manifest):
-        check_inside(version_dir, entry["path"], f"{manifest_path} lists")
+    check_all_inside(version_dir, [entry["path"] for entry in listed_files(manifest)], f"{manifest_path} lists")
     return version_dir, manifest
+
+
+def _loads(text: str):
+    """``json.loads`` with the cyclic garbage collector paused: the manifest of 100,000
+    shards is over a million new objects, and the collections their creation triggers scan
+    them again and again (0.55 -> 0.21 s here). Parsed JSON holds no reference cycles."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return json.loads(text)
+    finally:
+        if paused:
+            gc.enable()
 
 
 def listed_files(manifest: dict) -> list[dict]:
@@ -85,16 +99,49 @@ def listed_files(manifest: dict) -> list[dict]:
 def check_inside(base: str, entry: str, what: str) -> None:
     """Refuse ``entry`` unless it is a relative path that stays inside ``base`` (no
     absolute path, URI, ``..`` or, on a local disk, symlink leading out)."""
-    parts = entry.replace("\\", "/").split("/")
-    if not entry or entry.startswith("/") or storage.scheme(entry) or ".." in parts or "" in parts[:-1]:
-        raise ManifestError(f"{what} {entry!r}, which is not a relative path inside {base}; the manifest was not written "
-                            "by this pipeline or was edited: re-run prepare")
-    if storage.is_local(base):
-        root = os.path.realpath(storage.resolve(base)[1])
-        target = os.path.realpath(os.path.join(root, entry))
-        if not target.startswith(root + os.sep):
-            raise ManifestError(f"{what} {entry!r}, which leads out of {base} (a symlink to {target}); "
-                                "replace the link with the file, or re-run prepare")
+    check_all_inside(base, [entry], what)
+
+
+# A relative path of plain names (no empty, "." or ".." part, no scheme, no backslash): the
+# shards prepare writes. Anything else gets the full check, part by part.
+_PLAIN_PATH = re.compile(r"(?:[A-Za-z0-9_][A-Za-z0-9_.=-]*/)*[A-Za-z0-9_][A-Za-z0-9_.=-]*")
+
+
+def check_all_inside(base: str, entries: list[str], what: str) -> None:
+    """:func:`check_inside` for every entry in one pass: a manifest of 100,000 shards is
+    checked in a listing of each directory, not two ``realpath`` calls per shard."""
+    for entry in entries:
+        if not _PLAIN_PATH.fullmatch(entry):
+            parts = entry.replace("\\", "/").split("/")
+            if not entry or entry.startswith("/") or storage.scheme(entry) or ".." in parts or "" in parts[:-1]:
+                raise ManifestError(f"{what} {entry!r}, which is not a relative path inside {base}; the manifest was not "
+                                    "written by this pipeline or was edited: re-run prepare")
+    if not storage.is_local(base):
+        return
+    root = os.path.realpath(storage.resolve(base)[1])
+    by_dir: dict[str, list[str]] = {}
+    for entry in entries:
+        parent, _, name = entry.rpartition("/")
+        by_dir.setdefault(parent, []).append(name)
+    for parent, names in by_dir.items():
+        real = os.path.realpath(os.path.join(root, parent))
+        if parent and not real.startswith(root + os.sep):
+            _leads_out(base, f"{parent}/{names[0]}", real, what)
+        try:  # one listing says which names are links; only those are resolved
+            with os.scandir(real) as it:
+                links = {e.name for e in it if e.is_symlink()}
+        except OSError:  # no such directory: its files are missing, which reading them reports
+            continue
+        for name in sorted(links.intersection(names)):
+            entry = f"{parent}/{name}" if parent else name
+            target = os.path.realpath(os.path.join(root, entry))
+            if not target.startswith(root + os.sep):
+                _leads_out(base, entry, target, what)
+
+
+def _leads_out(base: str, entry: str, target: str, what: str) -> None:
+    raise ManifestError(f"{what} {entry!r}, which leads out of {base} (a symlink to {target}); "
+                        "replace the link with the file, or re-run prepare")
 
 
 def dataset_dir(root: str, name: str) -> str:
