@@ -65,6 +65,8 @@ class ShardReader(torch.utils.data.IterableDataset):
         page_checksums: verify every data page's checksum as it is read.
         pin_memory: hand out batches in page-locked memory (for a CUDA device: the
             copy to it is then asynchronous); pinned in the background thread.
+        manifest: the version's manifest where the caller has read it already (the
+            trainer, for its three readers); ``dataset`` is then that version's directory.
     """
 
     STATE_VERSION = 2
@@ -89,11 +91,12 @@ class ShardReader(torch.utils.data.IterableDataset):
         decode_threads: int = 0,
         page_checksums: bool = True,
         pin_memory: bool = False,
+        manifest: dict | None = None,
     ):
         super().__init__()
         if mode not in ("train", "eval"):
             raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
-        self.version_dir, self.manifest = read_manifest(dataset)
+        self.version_dir, self.manifest = (dataset, manifest) if manifest is not None else read_manifest(dataset)
         if split not in self.manifest["splits"]:
             raise ShardError(f"{self.version_dir}: no split {split!r}; has {sorted(self.manifest['splits'])}")
         self.split, self.rank, self.world_size = split, rank, world_size

@@ -127,12 +127,12 @@ class Trainer:
             self.version_dir, "train", rank, size, tc.batch_size, seed=tc.seed, mode="train",
             remainder=rc.remainder, shuffle_buffer=rc.shuffle_buffer, prefetch=rc.prefetch, verify=rc.verify,
             bucket_by_length=rc.bucket_by_length, layout=rc.layout, cache=cache, readahead=rc.readahead,
-            page_checksums=rc.page_checksums, pin_memory=pin, decode_threads=threads,
+            page_checksums=rc.page_checksums, pin_memory=pin, decode_threads=threads, manifest=self.manifest,
         )
         self.eval_readers = {
             split: ShardReader(self.version_dir, split, rank, size, tc.batch_size, mode="eval", prefetch=rc.prefetch,
                                verify=rc.verify, cache=cache, readahead=rc.readahead, page_checksums=rc.page_checksums,
-                               pin_memory=pin, decode_threads=threads)
+                               pin_memory=pin, decode_threads=threads, manifest=self.manifest)
             for split in ("val", "test")
             if self.manifest["splits"][split]["rows"] > 0
         }
