@@ -2,14 +2,16 @@
 
     .venv/bin/python bench/plan.py [--ranks 1024] [--shards 100000] [--rows 10000000000] [--groups-per-shard 10]
 
-What every rank does before its first batch, as pure functions of the manifest: parse the
-manifest, flatten the split's row groups, the epoch's row-group permutation and the
+What every rank does before its first batch: read the manifest as the trainer does
+(``read_manifest``: parse it, check every listed path stays inside the version), flatten
+the split's row groups, the epoch's row-group permutation and the
 stream's offsets (``EpochStream``), the epoch plan (``plan_epoch``), this rank's spans
 (``rank_spans``), and the positions of its first window (``positions`` + ``locate``).
 Measured in a fresh process per rank (first and last rank), wall time and the memory it
 added over the imports (peak RSS growth). Goals (issue 15): <= 1 s and <= 200 MB per
-rank, manifest <= 50 MB. The manifest is simulated (no shards are written): 100,000
-shards of 10^5 rows each in 10 row groups, the shape a 10^10-row dataset has.
+rank, manifest <= 50 MB. The manifest is simulated: 100,000 shards of 10^5 rows each in
+10 row groups, the shape a 10^10-row dataset has; the shards are empty files, so the check
+lists a real directory of 100,000 entries.
 
 Writes the ``plan`` section of bench/results/plan.json.
 """
@@ -26,16 +28,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import goal, merge_section  # noqa: E402
+from pipeline.manifest import MANIFEST_NAME, write_manifest  # noqa: E402
 
 CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
 import numpy as np
 from pipeline.data import assign
+from pipeline.manifest import read_manifest
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-path, ranks, rank, batch, window = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+version, ranks, rank, batch, window = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 t0 = time.perf_counter()
-manifest = json.loads(open(path).read())
+manifest = read_manifest(version)[1]
 t_parse = time.perf_counter()
 shards = manifest["splits"]["train"]["shards"]
 groups = assign.row_groups(shards)
@@ -46,7 +50,7 @@ first = next(stream.chunks(spans))
 gi, offsets = stream.locate(stream.positions(first))
 t_end = time.perf_counter()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"rank": rank, "seconds": t_end - t0, "parse_seconds": t_parse - t0, "plan_seconds": t_end - t_parse,
+print(json.dumps({"rank": rank, "seconds": t_end - t0, "read_manifest_seconds": t_parse - t0, "plan_seconds": t_end - t_parse,
                   "peak_rss_growth_mb": (peak - base) / 1024, "row_groups": len(groups), "steps": plan.steps,
                   "rows_this_rank": assign.spans_length(spans), "first_chunk_rows": len(first), "groups_in_first_chunk": int(len(np.unique(gi)))}))
 """
@@ -76,13 +80,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     repo = Path(__file__).resolve().parents[1]
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "manifest.json"
-        path.write_text(json.dumps(simulated_manifest(args.shards, args.rows, args.groups_per_shard), indent=2))
-        manifest_mb = path.stat().st_size / 2**20
+    with tempfile.TemporaryDirectory() as version:
+        manifest = simulated_manifest(args.shards, args.rows, args.groups_per_shard)
+        for shard in manifest["splits"]["train"]["shards"]:  # empty, but there to be listed
+            (Path(version) / shard["path"]).parent.mkdir(exist_ok=True)
+            (Path(version) / shard["path"]).touch()
+        write_manifest(version, manifest)  # as prepare writes it
+        manifest_mb = (Path(version) / MANIFEST_NAME).stat().st_size / 2**20
         runs = []
         for rank in (0, args.ranks - 1):
-            out = subprocess.run([sys.executable, "-c", CHILD, str(repo), str(path), str(args.ranks), str(rank), str(args.batch),
+            out = subprocess.run([sys.executable, "-c", CHILD, str(repo), version, str(args.ranks), str(rank), str(args.batch),
                                   str(args.window)], capture_output=True, text=True, check=True).stdout
             runs.append(json.loads(out))
             print(runs[-1], flush=True)
