@@ -23,10 +23,10 @@ test-fast: setup
 test-multihost: setup
 	$(PY) -m pytest -m multihost $(PYTEST_ARGS)
 
-# Every benchmark on this machine, one after the other (well over an hour on 2 cores: reader,
-# train and prep about 12 minutes each, the 5-seed accuracy runs the most; BENCH_ACCURACY_SEEDS=1
-# for a quicker pass), then the goal table in docs/benchmarks.md from bench/results/*.json. On the multi-host rig: bench/startup.py and
-# bench/train.py with --multihost; on a GPU machine: bench/gpu-check.sh.
+# Every benchmark on this machine, one after the other, then the goal table in docs/benchmarks.md
+# from bench/results/*.json: 39 minutes on a 2-core VM, 14 of them the 5-seed accuracy runs
+# (BENCH_ACCURACY_SEEDS=1: the goals' shipped seed only, about 28 minutes). On the multi-host
+# rig: bench/startup.py and bench/train.py with --multihost; on a GPU machine: bench/gpu-check.sh.
 BENCH_ACCURACY_SEEDS ?= 5
 bench: setup
 	$(PY) bench/plan.py
