@@ -13,6 +13,7 @@ import json
 import torch
 
 from pipeline import storage
+from pipeline.manifest import read_manifest
 from pipeline.predict.bundle import PredictError, ignore_readonly_arrays, model_from_bundle
 from pipeline.predict.export import CheckRows, Exportable
 from pipeline.schema import length_column
@@ -63,8 +64,9 @@ def from_run(bundle: dict, module: Exportable, model_path: str, rows: int) -> Ch
         raise PredictError(f"{model_path}: no dataset version to take check rows from ({report} names none that exists); "
                            "pass --input with a few raw rows in the training data's format")
     features = bundle["schema"]["features"]
+    version_dir, manifest = read_manifest(version)  # once, for up to three readers
     for split in ("test", "val", "train"):
-        reader = ShardReader(version, split, 0, 1, rows, mode="eval", prefetch=0)
+        reader = ShardReader(version_dir, split, 0, 1, rows, mode="eval", prefetch=0, manifest=manifest)
         batch = next(iter(reader), None)
         if batch is not None:
             break
