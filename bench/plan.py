@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     repo = Path(__file__).resolve().parents[1]
+    measured = (0, args.ranks - 1)  # the first and the last rank
     with tempfile.TemporaryDirectory() as version:
         manifest = simulated_manifest(args.shards, args.rows, args.groups_per_shard)
         for shard in manifest["splits"]["train"]["shards"]:  # empty, but there to be listed
@@ -94,12 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         os.sync()  # 100,000 new files: their write-back would land in the first rank's timing
         runs = []
         for _ in range(args.repeats):  # the ranks alternate; each rank's figure is its median
-            for rank in (0, args.ranks - 1):
+            for rank in measured:
                 out = subprocess.run([sys.executable, "-c", CHILD, str(repo), version, str(args.ranks), str(rank),
                                       str(args.batch), str(args.window)], capture_output=True, text=True, check=True).stdout
                 runs.append(json.loads(out))
                 print(runs[-1], flush=True)
-    per_rank = {rank: [r for r in runs if r["rank"] == rank] for rank in (0, args.ranks - 1)}
+    per_rank = {rank: [r for r in runs if r["rank"] == rank] for rank in measured}
     worst_seconds = max(statistics.median(r["seconds"] for r in rs) for rs in per_rank.values())
     worst_mb = max(statistics.median(r["peak_rss_growth_mb"] for r in rs) for rs in per_rank.values())
     figures = {"ranks": args.ranks, "shards": args.shards, "rows": args.rows, "row_groups": runs[0]["row_groups"],
